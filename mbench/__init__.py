@@ -1,0 +1,3 @@
+"""mbench: an evaluation harness for universal multimodal retrieval."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,59 @@
+"""The `mbench` command line: a thin dispatcher over one module per subcommand.
+
+Each subcommand lives in `mbench/commands/<name>.py` with `add_arguments(parser)` and
+`run(args) -> int`. Only the chosen module is imported, so `mbench --help` stays instant
+and never imports torch or model code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from mbench import __version__
+from mbench.errors import MbenchError
+
+# name -> (module, one-line help). Order is the order shown by `mbench --help`.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "score": ("mbench.commands.score", "score a TREC run or CIRCO submission against qrels (a fast trec_eval)"),
+}
+
+EXIT_BAD_INPUT = 2
+
+
+def _top_level_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mbench",
+        description="Evaluation harness for universal multimodal retrieval (M-BEIR, MTEB retrieval, CIRCO).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="commands:\n" + "\n".join(f"  {name:<12} {help_}" for name, (_, help_) in COMMANDS.items())
+        + "\n\nRun `mbench COMMAND --help` for the options of a command.",
+    )
+    parser.add_argument("--version", action="version", version=f"mbench {__version__}")
+    parser.add_argument("command", nargs="?", choices=list(COMMANDS), metavar="COMMAND")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `mbench` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        parser = _top_level_parser()
+        parser.parse_args(argv[:1] or ["--help"])
+        return 0
+    name, rest = argv[0], argv[1:]
+    module = importlib.import_module(COMMANDS[name][0])
+    parser = argparse.ArgumentParser(prog=f"mbench {name}", description=COMMANDS[name][1])
+    module.add_arguments(parser)
+    args = parser.parse_args(rest)
+    try:
+        return int(module.run(args) or 0)
+    except MbenchError as err:
+        print(f"mbench {name}: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

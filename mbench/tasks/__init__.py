@@ -1,0 +1,1 @@
+"""Task definitions: the TaskSpec schema, the YAML loader with `include:`, and the task index."""
