@@ -18,6 +18,7 @@ from mbench.errors import MbenchError
 # name -> (module, one-line help). Order is the order shown by `mbench --help`.
 COMMANDS: dict[str, tuple[str, str]] = {
     "score": ("mbench.commands.score", "score a TREC run or CIRCO submission against qrels (a fast trec_eval)"),
+    "ls": ("mbench.commands.ls", "list tasks, groups or models (--names: one per line)"),
 }
 
 EXIT_BAD_INPUT = 2

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from mbench.metrics import parse_metric
+from mbench.metrics import parse_metric, required_depth
 
 Modality = Literal["text", "image", "image,text"]
 
@@ -34,7 +34,7 @@ class TaskSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", description="unique task name, e.g. mbeir.cirr.it2i")
     description: str = ""
     adapter: Literal["mbeir", "beir", "circo"]
     data_folder: str = Field(description="folder under the data root (--data-dir / $MBENCH_DATA)")
@@ -48,11 +48,20 @@ class TaskSpec(BaseModel):
     pools: dict[str, PoolSpec] = Field(default_factory=dict)
     query_modality: Modality
     cand_modality: Modality
-    metrics: list[str]
-    main_metric: str
+    scored: bool = Field(
+        default=True,
+        description="false: the split has no public qrels (e.g. CIRCO test); the run computes no metrics "
+        "and writes a submission file for the benchmark's own server; metrics must be empty",
+    )
+    metrics: list[str] = Field(default_factory=list)
+    main_metric: str | None = Field(default=None, description="one of metrics; required when scored")
     depth: int = Field(default=100, ge=1, description="minimum ranking depth kept in run files")
-    n_queries: int | None = Field(default=None, description="expected number of scored queries")
-    n_qrels: int | None = Field(default=None, description="expected number of relevance judgments")
+    n_queries: int | None = Field(
+        default=None, ge=0, description="expected number of queries with at least one qrels line in the split"
+    )
+    n_qrels: int | None = Field(
+        default=None, ge=0, description="expected number of qrels lines in the split (every grade, 0 included)"
+    )
     dataset_id: int | None = None
     uniir_task_id: int | None = None
     paper_task: int | None = None
@@ -70,8 +79,23 @@ class TaskSpec(BaseModel):
 
     @model_validator(mode="after")
     def _main_metric_is_scored(self) -> TaskSpec:
+        if not self.scored:
+            # A submission-only task has nothing to score locally; a metric here would be a silent lie.
+            if self.metrics or self.main_metric is not None:
+                raise ValueError("a task with `scored: false` has no metrics and no main_metric")
+            return self
+        if not self.metrics:
+            raise ValueError("metrics is empty: list what to score, or set `scored: false` for a submission-only task")
         if self.main_metric not in self.metrics:
             raise ValueError(f"main_metric {self.main_metric!r} is not one of metrics {self.metrics}")
+        return self
+
+    @model_validator(mode="after")
+    def _deep_enough(self) -> TaskSpec:
+        # Run files shallower than the largest k would make the metrics depend on truncation.
+        needed = required_depth(self.metrics)
+        if self.depth < needed:
+            raise ValueError(f"depth {self.depth} is smaller than the largest metric cutoff {needed}")
         return self
 
 
@@ -82,5 +106,9 @@ class GroupSpec(BaseModel):
 
     group: str
     description: str = ""
-    tasks: list[str]
-    aggregation: Literal["mean"] = "mean"
+    tasks: list[str] = Field(min_length=1, description="task or group names; groups expand recursively")
+    aggregation: Literal["mean"] = Field(
+        default="mean",
+        description="mean over the direct members' main metrics (a member group counts once, as its own "
+        "aggregate, like CQADupStack in MTEB); members with `scored: false` are left out",
+    )

@@ -1,0 +1,90 @@
+"""`mbench ls tasks|groups|models [--names] [--tasks-dir DIR]`: what the harness knows about.
+
+Reads YAMLs and the model registry's static table only: no torch, no model code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from collections.abc import Sequence
+
+from mbench.errors import MbenchError
+
+KINDS = ("tasks", "groups", "models")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the options of `mbench ls`."""
+    parser.add_argument("kind", nargs="?", choices=KINDS, default="tasks", help="what to list (default: tasks)")
+    parser.add_argument("--names", action="store_true", help="one name per line and nothing else (for scripts)")
+    parser.add_argument(
+        "--tasks-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="an extra directory of task YAMLs, searched recursively (repeatable)",
+    )
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """Left-aligned plain-text columns separated by two spaces, with a rule under the header."""
+    cells = [[str(c) for c in header], *[["" if c is None else str(c) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _tasks(args: argparse.Namespace) -> tuple[list[str], str]:
+    from mbench.tasks.index import get_index
+
+    index = get_index(args.tasks_dir)
+    specs = [index.task(name) for name in index.tasks]
+    rows = [
+        (
+            s.name,
+            s.adapter,
+            f"{s.query_modality} -> {s.cand_modality}",
+            s.main_metric if s.scored else "(submission)",
+            f"{s.n_queries:,}" if s.n_queries is not None else "",
+        )
+        for s in specs
+    ]
+    table = format_table(("name", "adapter", "modality q -> c", "main metric", "n_queries"), rows)
+    return [s.name for s in specs], table
+
+
+def _groups(args: argparse.Namespace) -> tuple[list[str], str]:
+    from mbench.tasks.index import get_index
+
+    index = get_index(args.tasks_dir)
+    rows = []
+    for name in index.groups:
+        spec = index.group(name)
+        rows.append((name, len(spec.tasks), len(index.expand([name])), spec.aggregation, spec.description))
+    table = format_table(("name", "members", "tasks", "aggregation", "description"), rows)
+    return list(index.groups), table
+
+
+def _models(args: argparse.Namespace) -> tuple[list[str], str]:
+    try:
+        registry = importlib.import_module("mbench.models.registry")
+    except ModuleNotFoundError as err:
+        if err.name not in ("mbench.models", "mbench.models.registry"):
+            raise
+        raise MbenchError(
+            "the model registry (mbench.models.registry) is not part of this install, so no models can be listed"
+        ) from err
+    rows = registry.list_models()
+    table = format_table(("name", "source", "description"), [(name, source, desc) for name, desc, source in rows])
+    return [row[0] for row in rows], table
+
+
+def run(args: argparse.Namespace) -> int:
+    """List tasks, groups or models as a table, or one name per line with --names."""
+    if args.tasks_dir and args.kind == "models":
+        raise MbenchError("--tasks-dir applies to `ls tasks` and `ls groups`, not to models")
+    names, table = {"tasks": _tasks, "groups": _groups, "models": _models}[args.kind](args)
+    print("\n".join(names) if args.names else table)
+    return 0
