@@ -138,7 +138,9 @@ def test_schema_violation_names_the_key(tmp_path: Path) -> None:
 
 def test_unscored_task_has_no_metrics(tmp_path: Path) -> None:
     write(tmp_path, "_base.yaml", BASE)
-    ok = write(tmp_path, "ok.yaml", "include: _base.yaml\nname: toy.sub\nscored: false\nmetrics: null\nmain_metric: null\n")
+    ok = write(
+        tmp_path, "ok.yaml", "include: _base.yaml\nname: toy.sub\nscored: false\nmetrics: null\nmain_metric: null\n"
+    )
     spec = load_task_file(ok)
     assert (spec.scored, spec.metrics, spec.main_metric) == (False, [], None)
     bad = write(tmp_path, "bad.yaml", "include: _base.yaml\nname: toy.bad\nscored: false\n")
@@ -226,7 +228,8 @@ def test_extra_tasks_dir_adds_to_the_packaged_tasks(tmp_path: Path) -> None:
 
 
 def test_extra_tasks_dir_redefining_a_packaged_task_is_an_error(tmp_path: Path) -> None:
-    clash = write(tmp_path, "clash.yaml", BASE.replace("global: {union_of: toys, size: 10}", "c: {file: c}") + "name: mteb.scifact\n")
+    own_pool = BASE.replace("global: {union_of: toys, size: 10}", "corpus: {file: corpus.jsonl}")
+    clash = write(tmp_path, "clash.yaml", own_pool + "name: mteb.scifact\n")
     with pytest.raises(TaskFileError, match=rf"{clash}: name: 'mteb.scifact' is already defined in .*scifact\.yaml"):
         get_index([tmp_path])
 
