@@ -199,15 +199,15 @@ def test_scifact_counts_match_the_shared_beir_copy(index, shared_dir: Path) -> N
     root = shared_dir / "data" / spec.data_folder
     qrels_lines = (root / spec.files["qrels"]).read_text().splitlines()[1:]
     qrels = [line.split("\t") for line in qrels_lines if line.strip()]
-    corpus = (root / spec.pools["corpus"].file).read_text().splitlines()
+    corpus = (root / spec.pools["local"].file).read_text().splitlines()
     assert (root / spec.files["queries"]).is_file()
     assert (spec.n_queries, spec.n_qrels) == (300, 339)
-    assert (len({q for q, _, _ in qrels}), len(qrels), len(corpus)) == (300, 339, spec.pools["corpus"].size)
+    assert (len({q for q, _, _ in qrels}), len(qrels), len(corpus)) == (300, 339, spec.pools["local"].size)
 
 
 def test_circo_val_counts_match_the_shared_annotations(index, shared_dir: Path) -> None:
     spec = index.task("circo.val")
-    annotations = json.loads((shared_dir / "data/circo" / spec.files["queries"]).read_text())
+    annotations = json.loads((shared_dir / "data/circo" / spec.files["annotations"]).read_text())
     assert (spec.n_queries, spec.n_qrels) == (len(annotations), sum(len(a["gt_img_ids"]) for a in annotations))
     assert (spec.n_queries, spec.n_qrels, spec.main_metric, spec.split) == (220, 916, "map@5", "val")
     assert spec.metrics == [f"map@{k}" for k in (5, 10, 25, 50)] + [f"circo_recall@{k}" for k in (5, 10, 25, 50)]
@@ -216,7 +216,7 @@ def test_circo_val_counts_match_the_shared_annotations(index, shared_dir: Path) 
 
 def test_circo_test_is_an_unscored_submission_task(index, shared_dir: Path) -> None:
     spec = index.task("circo.test")
-    annotations = json.loads((shared_dir / "data/circo" / spec.files["queries"]).read_text())
+    annotations = json.loads((shared_dir / "data/circo" / spec.files["annotations"]).read_text())
     assert (spec.scored, spec.metrics, spec.main_metric) == (False, [], None)
     assert spec.n_queries == len(annotations) == 800
     assert spec.depth == 50
