@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import subprocess
 import sys
 import textwrap
@@ -312,3 +313,17 @@ def test_wheel_contains_the_task_yamls(tmp_path: Path) -> None:
     assert "mbench/_packaged/tasks/mbeir/_mbeir_test.yaml" in expected
     assert "mbench/_packaged/tasks/mteb/scifact.yaml" in expected
     assert expected <= names, sorted(expected - names)[:5]
+
+    # Installed from the wheel (unpacked onto the path ahead of the editable install), the index is the same.
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    probe = (
+        "import mbench, mbench.tasks as t; "
+        "print(mbench.__file__); print(t.packaged_tasks_dir()); print(len(t.get_index().tasks))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    shown = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    module_file, tasks_dir, n_tasks = shown.stdout.split()
+    assert module_file.startswith(str(site)) and tasks_dir == str(site / "mbench" / "_packaged" / "tasks")
+    assert int(n_tasks) == len(get_index().tasks)
