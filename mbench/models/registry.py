@@ -66,6 +66,14 @@ BUILTINS: dict[str, Builtin] = {
         "mbench.models.builtin.mm_embed:MMEmbedRetriever",
         "nvidia/MM-Embed through its own encode() (needs --trust-remote-code)",
     ),
+    "clip-sf": Builtin(
+        "mbench.models.builtin.clip_sf:CLIPScoreFusion",
+        "UniIR CLIP score fusion (--model-arg name=<hub id or dir>, checkpoint=<UniIR clip_sf .pth>)",
+    ),
+    "e5v": Builtin(
+        "mbench.models.builtin.e5v:E5V",
+        "E5-V (royokong/e5-v): one-word-summary prompts, last-token embedding (--model-arg name=<hub id or dir>)",
+    ),
 }
 
 ALIASES: dict[str, Alias] = {
