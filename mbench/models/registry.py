@@ -176,6 +176,13 @@ def resolve_factory(name: str) -> tuple[Callable[..., Any], dict[str, str]]:
     )
 
 
+def _alias_args(name: str) -> dict[str, str]:
+    if name not in ALIASES:
+        return {}
+    alias = ALIASES[name]
+    return {**_alias_args(alias.model), **alias.args}
+
+
 def parse_model_args(pairs: Sequence[str] | None) -> dict[str, str]:
     """Turn repeated ``--model-arg key=value`` strings into a dict; a malformed or repeated key is an error."""
     out: dict[str, str] = {}
@@ -239,8 +246,9 @@ def build_model(
 
     Returns a Retriever, LexicalRetriever or Reranker (see ``mbench.models.base.model_kind``).
     """
-    factory, fixed = resolve_factory(name)
     given = dict(model_args or {})
+    # Alias conflicts are checked before the factory is imported: the error is instant.
+    fixed = _alias_args(name)
     clash = sorted(set(given) & set(fixed))
     if clash:
         raise MbenchError(
@@ -250,6 +258,7 @@ def build_model(
     for key in ENGINE_ARGS:
         if key in given:
             raise MbenchError(f"model {name!r}: {key!r} is not a --model-arg; use the --{key} option")
+    factory, fixed = resolve_factory(name)
     given = {**fixed, **given}
     accepted, var_kwargs = accepted_args(factory)
     by_name = {arg.name: arg for arg in accepted}
