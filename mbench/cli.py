@@ -19,6 +19,7 @@ from mbench.errors import MbenchError
 COMMANDS: dict[str, tuple[str, str]] = {
     "score": ("mbench.commands.score", "score a TREC run or CIRCO submission against qrels (a fast trec_eval)"),
     "ls": ("mbench.commands.ls", "list tasks, groups or models (--names: one per line)"),
+    "validate": ("mbench.commands.validate", "check tasks and their data: files, counts, ids, images (exit 0 only if valid)"),
 }
 
 EXIT_BAD_INPUT = 2

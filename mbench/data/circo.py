@@ -1,0 +1,173 @@
+"""The CIRCO adapter: ``annotations/<split>.json`` plus the COCO 2017 unlabeled images -> TaskData.
+
+A query is the reference image with its relative caption; the corpus is every COCO 2017
+unlabeled image (ids from ``image_info_unlabeled2017.json`` when present, else the JPEG files
+of ``unlabeled2017/``). Every ``gt_img_ids`` entry is relevant (grade 1) and ``targets`` holds
+the pool index of ``target_img_id``. The test split has no ground truth: relevance is None.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mbench.data.common import Problems
+from mbench.data.types import ItemTable, TaskData
+from mbench.errors import MbenchError
+from mbench.metrics import Relevance
+from mbench.tasks.spec import TaskSpec
+
+IMAGES_HINT = (
+    "download the COCO 2017 unlabeled images (http://images.cocodataset.org/zips/unlabeled2017.zip) and "
+    "their image info (http://images.cocodataset.org/annotations/image_info_unlabeled2017.zip) and unzip "
+    "them so that these exist:"
+)
+
+
+@dataclass(frozen=True)
+class CircoQuery:
+    """One CIRCO annotation: a reference image, a relative caption and (val only) the ground truth."""
+
+    id: str
+    reference_img_id: int
+    relative_caption: str
+    target_img_id: int | None
+    gt_img_ids: tuple[int, ...]
+
+
+def annotations_path(spec: TaskSpec, folder: Path) -> Path:
+    """The task's annotation file."""
+    return folder / spec.files.get("annotations", f"annotations/{spec.split}.json")
+
+
+def images_folder(spec: TaskSpec, folder: Path) -> Path:
+    """The folder of the COCO 2017 unlabeled JPEGs."""
+    return folder / spec.files.get("images", "unlabeled2017")
+
+
+def image_info_path(spec: TaskSpec, folder: Path) -> Path:
+    """COCO's ``image_info_unlabeled2017.json`` (optional: lists the corpus ids)."""
+    return folder / spec.files.get("image_info", "image_info_unlabeled2017.json")
+
+
+def image_file_name(image_id: int) -> str:
+    """COCO's file name for an image id: 12 zero-padded digits."""
+    return f"{image_id:012d}.jpg"
+
+
+def read_annotations(path: Path) -> list[CircoQuery]:
+    """The queries of one CIRCO annotation file (reads annotations only; no images needed)."""
+    if not path.is_file():
+        raise MbenchError(f"{path}: file not found")
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise MbenchError(f"{path}:{err.lineno}: not valid JSON: {err.msg}") from None
+    if not isinstance(rows, list):
+        raise MbenchError(f"{path}: expected a JSON list of queries")
+    queries = []
+    for number, row in enumerate(rows):
+        try:
+            gt = tuple(int(i) for i in row.get("gt_img_ids") or ())
+            target = row.get("target_img_id")
+            queries.append(CircoQuery(
+                id=str(row["id"]), reference_img_id=int(row["reference_img_id"]),
+                relative_caption=str(row["relative_caption"]),
+                target_img_id=None if target is None else int(target), gt_img_ids=gt,
+            ))
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise MbenchError(f"{path}: query #{number} ({row.get('id') if isinstance(row, dict) else row!r}): "
+                              f"bad or missing field {err}") from None
+    return queries
+
+
+def count_relevant(spec: TaskSpec, folder: Path) -> tuple[int, int]:
+    """(number of queries, number of relevant image ids) of the task's annotation file."""
+    queries = read_annotations(annotations_path(spec, folder))
+    return len(queries), sum(len(q.gt_img_ids) for q in queries)
+
+
+def corpus_ids(spec: TaskSpec, folder: Path) -> tuple[list[int], list[str]]:
+    """The corpus image ids and absolute file paths, in ascending id order."""
+    images = images_folder(spec, folder)
+    if not images.is_dir():
+        raise MbenchError(
+            f"CIRCO images missing: no folder {images.absolute()}; {IMAGES_HINT} {images.absolute()}/<12-digit id>.jpg "
+            f"and {image_info_path(spec, folder).absolute()}"
+        )
+    info = image_info_path(spec, folder)
+    if info.is_file():
+        try:
+            entries = json.loads(info.read_text(encoding="utf-8"))["images"]
+            pairs = sorted((int(e["id"]), str(e.get("file_name") or image_file_name(int(e["id"])))) for e in entries)
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+            raise MbenchError(f"{info}: not a COCO image info file (expected images[].id): {err}") from None
+    else:
+        pairs = []
+        for path in images.glob("*.jpg"):
+            if path.stem.isdigit():
+                pairs.append((int(path.stem), path.name))
+        pairs.sort()
+    base = images.absolute()
+    return [i for i, _ in pairs], [str(base / name) for _, name in pairs]
+
+
+def load_circo(spec: TaskSpec, folder: Path) -> TaskData:
+    """Load a CIRCO split with its image corpus; every unknown image id is listed in one error."""
+    path = annotations_path(spec, folder)
+    queries = read_annotations(path)
+    ids, files = corpus_ids(spec, folder)
+    position = pd.Index(ids)
+    problems = Problems()
+    if not position.is_unique:
+        problems.add("duplicate image id", f"{image_info_path(spec, folder)}: repeated image ids in the corpus")
+    seen: set[str] = set()
+    for query in queries:
+        if query.id in seen:
+            problems.add("duplicate query id", f"{path}: query id {query.id} occurs twice")
+        seen.add(query.id)
+    references = position.get_indexer([q.reference_img_id for q in queries]) if position.is_unique else None
+    has_truth = any(q.gt_img_ids for q in queries)
+    if references is not None:
+        for query, ref in zip(queries, references.tolist()):
+            if ref < 0:
+                problems.add("unknown image id", f"{path}: query {query.id}: reference image {query.reference_img_id} "
+                                                 f"is not in the corpus")
+    relevance, targets = None, None
+    if has_truth and position.is_unique:
+        cand_lists, target_list = [], []
+        for query in queries:
+            found = position.get_indexer(list(query.gt_img_ids))
+            for image_id, index in zip(query.gt_img_ids, found.tolist()):
+                if index < 0:
+                    problems.add("unknown image id", f"{path}: query {query.id}: gt image {image_id} is not in the corpus")
+            cand_lists.append(sorted(set(int(i) for i in found if i >= 0)))
+            target = -1 if query.target_img_id is None else int(position.get_indexer([query.target_img_id])[0])
+            if query.target_img_id is not None and target < 0:
+                problems.add("unknown image id", f"{path}: query {query.id}: target image {query.target_img_id} "
+                                                 f"is not in the corpus")
+            target_list.append(target)
+        if not problems:
+            relevance = Relevance.from_lists(cand_lists)
+            targets = np.asarray(target_list, dtype=np.int64)
+    problems.raise_if_any(f"task {spec.name} ({folder})")
+    assert references is not None
+    if relevance is not None:
+        # Queries without judgments are dropped, as for every task.
+        keep = np.flatnonzero(relevance.num_relevant() > 0)
+        if keep.size < len(queries):
+            relevance, targets = relevance.subset(keep), targets[keep]
+            queries = [queries[i] for i in keep.tolist()]
+            references = references[keep]
+    query_table = ItemTable(
+        ids=[q.id for q in queries], texts=[q.relative_caption for q in queries],
+        images=[files[i] for i in references.tolist()], modalities=["image,text"] * len(queries),
+    )
+    pool = ItemTable(ids=[str(i) for i in ids], texts=[None] * len(ids), images=files, modalities=["image"] * len(ids))
+    return TaskData(
+        name=spec.name, queries=query_table, pool=pool, relevance=relevance, targets=targets, source=str(folder),
+    )

@@ -1,0 +1,310 @@
+"""The M-BEIR adapter: a directory in M-BEIR's layout (DESIGN.md section 4) -> TaskData.
+
+Queries come from ``spec.files["queries"]``, judgments from ``spec.files["qrels"]`` (5 columns
+``qid 0 did rel task_id``), the local pool from ``spec.pools["local"].file``; the global pool is
+the concatenation of the local pools of the tasks of the group named by ``union_of``. Image
+paths in the files are relative to the M-BEIR root and are stored absolute. qid and did are
+separate namespaces ("9:1" can be both), so identical ids are never dropped.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mbench.data.common import DataWarning, Problems, absolute_paths, check_unique, read_jsonl, require_column
+from mbench.data.types import MODALITIES, ItemTable, TaskData
+from mbench.errors import MbenchError
+from mbench.metrics import Relevance
+from mbench.tasks.spec import TaskSpec
+
+QUERY_COLUMNS = {
+    "qid": "string",
+    "query_txt": "string",
+    "query_img_path": "string",
+    "query_modality": "string",
+    "task_id": "int64",
+}
+CAND_COLUMNS = {"did": "string", "txt": "string", "img_path": "string", "modality": "string"}
+INSTRUCTIONS_FILE = "instructions/query_instructions.tsv"
+
+# OVEN (5) and InfoSeek (6) qrels name positives from the other dataset's pool: absent from
+# the local pool, present in the global one (UniIR evaluates the local pool without them).
+CROSS_DATASET_PREFIX = {5: "6:", 6: "5:"}
+
+
+@dataclass(frozen=True)
+class PoolMember:
+    """One local pool of a global pool: the task it belongs to and its file."""
+
+    task: str
+    path: Path
+    root: Path
+
+
+def read_queries(path: Path) -> pd.DataFrame:
+    """An M-BEIR query file as a DataFrame (qid, query_txt, query_img_path, query_modality, task_id)."""
+    frame = read_jsonl(path, QUERY_COLUMNS)
+    require_column(frame, "qid", path)
+    return frame
+
+
+def read_pool(path: Path) -> pd.DataFrame:
+    """An M-BEIR candidate pool file as a DataFrame (did, txt, img_path, modality)."""
+    frame = read_jsonl(path, CAND_COLUMNS)
+    require_column(frame, "did", path)
+    return frame
+
+
+def read_qrels(path: Path) -> pd.DataFrame:
+    """An M-BEIR qrels file (``qid 0 did rel task_id``) with a 1-based ``line`` column."""
+    if not path.is_file():
+        raise MbenchError(f"{path}: file not found")
+    names = ["qid", "iteration", "did", "rel", "task_id"]
+    try:
+        frame = pd.read_csv(
+            path, sep=r"\s+", header=None, names=names, dtype=str, keep_default_na=False,
+            skip_blank_lines=False, engine="c",
+        )
+    except pd.errors.ParserError as err:
+        raise MbenchError(f"{path}: not 5 whitespace-separated columns (qid 0 did rel task_id): {err}") from None
+    except pd.errors.EmptyDataError:
+        frame = pd.DataFrame({name: pd.Series(dtype=object) for name in names})
+    frame["line"] = np.arange(1, len(frame) + 1)
+    blank = frame["qid"].eq("") | frame["qid"].isna()
+    frame = frame[~blank]
+    short = frame["task_id"].eq("") | frame["task_id"].isna()
+    if short.any():
+        line = int(frame["line"][short].iloc[0])
+        raise MbenchError(f"{path}:{line}: expected 5 columns (qid 0 did rel task_id)")
+    rel = pd.to_numeric(frame["rel"], errors="coerce")
+    if rel.isna().any():
+        line = int(frame["line"][rel.isna()].iloc[0])
+        raise MbenchError(f"{path}:{line}: relevance {frame['rel'][rel.isna()].iloc[0]!r} is not an integer")
+    frame = frame.assign(rel=rel.astype(np.int64))
+    return frame[["qid", "did", "rel", "task_id", "line"]].reset_index(drop=True)
+
+
+def pool_table(frame: pd.DataFrame, root: Path, path: Path, problems: Problems) -> ItemTable:
+    """Turn a candidate DataFrame into an ItemTable, recording bad modalities in ``problems``."""
+    _check_modalities(frame["modality"], path, "candidate", problems)
+    return ItemTable(
+        ids=frame["did"].tolist(),
+        texts=frame["txt"].tolist(),
+        images=absolute_paths(root, frame["img_path"].tolist()),
+        modalities=frame["modality"].tolist(),
+    )
+
+
+def read_global_pool(members: Sequence[PoolMember], problems: Problems) -> ItemTable:
+    """The concatenation of local pools, with ``source`` naming each candidate's pool; a did in two pools is a problem."""
+    frames, sources = [], []
+    for number, member in enumerate(members):
+        frame = read_pool(member.path)
+        check_unique(frame["did"], member.path, "did", problems)
+        _check_modalities(frame["modality"], member.path, "candidate", problems)
+        frame = frame.assign(img_path=absolute_paths(member.root, frame["img_path"].tolist()))
+        frames.append(frame)
+        sources.append(np.full(len(frame), number, dtype=np.int32))
+    pool = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(CAND_COLUMNS))
+    source = np.concatenate(sources) if sources else np.zeros(0, dtype=np.int32)
+    repeated = pool["did"].duplicated(keep=False).to_numpy()
+    if repeated.any():
+        rows = repeated.nonzero()[0]
+        seen: dict[str, int] = {}
+        for row, did in zip(rows.tolist(), pool["did"].to_numpy()[rows].tolist()):
+            owner = int(source[row])
+            if did in seen and seen[did] != owner:
+                problems.add(
+                    "duplicate global did",
+                    f"did {did!r} is in two local pools: {members[seen[did]].path} and {members[owner].path}",
+                )
+            seen.setdefault(did, owner)
+    return ItemTable(
+        ids=pool["did"].tolist(),
+        texts=pool["txt"].tolist(),
+        images=pool["img_path"].tolist(),
+        modalities=pool["modality"].tolist(),
+        source=source,
+        source_names=[member.task for member in members],
+    )
+
+
+def load_mbeir(
+    spec: TaskSpec,
+    folder: Path,
+    *,
+    pool: str = "local",
+    global_members: Sequence[PoolMember] = (),
+    check_images: bool = True,
+) -> TaskData:
+    """Load one M-BEIR task from ``folder`` against its local pool or the union of ``global_members``."""
+    problems = Problems()
+    queries_path = _task_file(spec, folder, "queries")
+    qrels_path = _task_file(spec, folder, "qrels")
+    queries = read_queries(queries_path)
+    check_unique(queries["qid"], queries_path, "qid", problems)
+    _check_modalities(queries["query_modality"], queries_path, "query", problems)
+    if pool == "local":
+        local_path = folder / _local_pool_file(spec)
+        frame = read_pool(local_path)
+        check_unique(frame["did"], local_path, "did", problems)
+        candidates = pool_table(frame, folder, local_path, problems)
+    else:
+        candidates = read_global_pool(global_members, problems)
+    qrels = read_qrels(qrels_path)
+    relevance, kept = _relevance(spec, qrels, qrels_path, queries["qid"], candidates, pool, problems)
+    problems.raise_if_any(f"task {spec.name} ({folder})")
+    if check_images:
+        _check_image_roots(folder, [p for p in queries["query_img_path"].tolist() if p], candidates)
+    check_instructions(spec, folder)
+    queries = queries.iloc[kept]
+    query_table = ItemTable(
+        ids=queries["qid"].tolist(),
+        texts=queries["query_txt"].tolist(),
+        images=absolute_paths(folder, queries["query_img_path"].tolist()),
+        modalities=queries["query_modality"].tolist(),
+    )
+    return TaskData(
+        name=spec.name, queries=query_table, pool=candidates, relevance=relevance,
+        source=str(folder), pool_name=pool,
+    )
+
+
+def _relevance(
+    spec: TaskSpec,
+    qrels: pd.DataFrame,
+    path: Path,
+    qids: pd.Series,
+    pool: ItemTable,
+    pool_name: str,
+    problems: Problems,
+) -> tuple[Relevance, np.ndarray]:
+    """Map qrels onto query rows and pool indices; queries without judgments are dropped."""
+    query_index = pd.Index(qids)
+    if not query_index.is_unique:
+        query_index = pd.Index(qids.drop_duplicates())
+    row = query_index.get_indexer(qrels["qid"])
+    cand = pd.Index(pool.ids).get_indexer(qrels["did"]) if pool.ids else np.full(len(qrels), -1)
+    for line, qid in zip(qrels["line"][row < 0].tolist(), qrels["qid"][row < 0].tolist()):
+        problems.add("unknown qid", f"{path}:{line}: qid {qid!r} is not in the query file")
+    unknown = cand < 0
+    prefix = CROSS_DATASET_PREFIX.get(spec.dataset_id or -1)
+    if pool_name == "local" and prefix is not None:
+        cross = unknown & qrels["did"].str.startswith(prefix).to_numpy()
+        if cross.any():
+            warnings.warn(
+                f"{path}: dropped {int(cross.sum())} judgment(s) naming dids of the other dataset "
+                f"(prefix {prefix!r}), absent from the local pool of {spec.name}; the global pool keeps them",
+                DataWarning,
+                stacklevel=3,
+            )
+        unknown &= ~cross
+        drop_cross = cross
+    else:
+        drop_cross = np.zeros(len(qrels), dtype=bool)
+    for line, did in zip(qrels["line"][unknown].tolist(), qrels["did"][unknown].tolist()):
+        problems.add("unknown did", f"{path}:{line}: did {did!r} is not in the {pool_name} pool of {spec.name}")
+    keep = (row >= 0) & (cand >= 0) & ~drop_cross
+    pairs = pd.DataFrame({"row": row[keep], "cand": cand[keep], "line": qrels["line"].to_numpy()[keep]})
+    repeated = pairs.duplicated(["row", "cand"])
+    for line in pairs["line"][repeated].tolist():
+        problems.add("repeated judgment", f"{path}:{line}: the same (qid, did) is judged twice")
+    if problems:
+        return Relevance.from_lists([]), np.zeros(0, dtype=np.int64)
+    judged = np.unique(pairs["row"].to_numpy())
+    new_row = np.full(len(query_index), -1, dtype=np.int64)
+    new_row[judged] = np.arange(judged.size)
+    relevance = Relevance.from_pairs(
+        new_row[pairs["row"].to_numpy()], pairs["cand"].to_numpy(), qrels["rel"].to_numpy()[keep], judged.size
+    )
+    # Rows of the query file in the order of the surviving queries.
+    query_rows = pd.Index(qids).get_indexer(query_index[judged])
+    return relevance, query_rows
+
+
+def count_judgments(spec: TaskSpec, folder: Path) -> int:
+    """Number of judgments in the task's qrels file (what ``n_qrels`` in the YAML counts)."""
+    return len(read_qrels(_task_file(spec, folder, "qrels")))
+
+
+def check_instructions(spec: TaskSpec, folder: Path) -> list[str]:
+    """Compare the task's instructions with ``instructions/query_instructions.tsv`` when present; warn on differences."""
+    path = folder / spec.files.get("instructions", INSTRUCTIONS_FILE)
+    if not path.is_file() or spec.dataset_id is None:
+        return []
+    table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    needed = {"query_modality", "cand_modality", "dataset_id"}
+    if not needed <= set(table.columns):
+        return [f"{path}: expected columns {sorted(needed)} and prompt_1..prompt_N"]
+    match = table[
+        (table["query_modality"] == spec.query_modality)
+        & (table["cand_modality"] == spec.cand_modality)
+        & (table["dataset_id"].str.strip() == str(spec.dataset_id))
+    ]
+    if match.empty:
+        differences = [f"{path}: no row for ({spec.query_modality}, {spec.cand_modality}, dataset {spec.dataset_id})"]
+    else:
+        prompt_columns = sorted((c for c in table.columns if c.startswith("prompt_")), key=lambda c: int(c[7:]))
+        file_prompts = [p.strip() for p in match.iloc[0][prompt_columns].tolist() if p.strip()]
+        differences = []
+        for number in range(max(len(file_prompts), len(spec.instructions))):
+            ours = spec.instructions[number].strip() if number < len(spec.instructions) else None
+            theirs = file_prompts[number] if number < len(file_prompts) else None
+            if ours != theirs:
+                differences.append(f"prompt_{number + 1}: task YAML {ours!r} vs {path.name} {theirs!r}")
+    if differences:
+        warnings.warn(
+            f"instructions of {spec.name} differ from {path}:\n  " + "\n  ".join(differences), DataWarning,
+            stacklevel=3,
+        )
+    return differences
+
+
+def required_files(spec: TaskSpec, pool: str = "local") -> list[str]:
+    """Paths, relative to the task folder, that loading the task reads (for hub downloads and checks)."""
+    files = [spec.files[key] for key in ("queries", "qrels") if key in spec.files]
+    if pool == "local" and "local" in spec.pools and spec.pools["local"].file:
+        files.append(spec.pools["local"].file)
+    return files
+
+
+def _task_file(spec: TaskSpec, folder: Path, key: str) -> Path:
+    if key not in spec.files:
+        raise MbenchError(f"task {spec.name}: `files` has no {key!r} entry (the mbeir adapter needs queries and qrels)")
+    return folder / spec.files[key]
+
+
+def _local_pool_file(spec: TaskSpec) -> str:
+    local = spec.pools.get("local")
+    if local is None or local.file is None:
+        raise MbenchError(f"task {spec.name}: `pools.local.file` is not set (the mbeir adapter needs it)")
+    return local.file
+
+
+def _check_modalities(values: pd.Series, path: Path, what: str, problems: Problems) -> None:
+    bad = ~values.isin(MODALITIES).to_numpy()
+    for row in bad.nonzero()[0].tolist():
+        problems.add(
+            f"{what} modality", f"{path}:{row + 1}: {what} modality {values.iloc[row]!r} is not one of {MODALITIES}"
+        )
+
+
+def _check_image_roots(folder: Path, query_images: list[str], pool: ItemTable) -> None:
+    """A missing image directory is an error at load time; single missing files are `mbench validate`'s job."""
+    # Vectorised over the (up to 5.6M) pool paths: only the distinct parent folders are stat'ed.
+    paths = pd.Series(absolute_paths(folder, query_images) + list(pool.images), dtype=object).dropna()
+    parents = paths.str.rpartition("/")[0].unique().tolist() if len(paths) else []
+    missing = sorted(parent for parent in parents if not Path(parent).is_dir())
+    if missing:
+        folder_abs = Path(folder).absolute()
+        shown = ", ".join(missing[:3]) + (f" (and {len(missing) - 3} more)" if len(missing) > 3 else "")
+        raise MbenchError(
+            f"M-BEIR images missing: no folder {shown}. Download the images archive of the TIGER-Lab/M-BEIR "
+            f"dataset (Hugging Face hub) and extract it into {folder_abs} so that mbeir_images/ sits there"
+        )
