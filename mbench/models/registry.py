@@ -74,6 +74,14 @@ BUILTINS: dict[str, Builtin] = {
         "mbench.models.builtin.e5v:E5V",
         "E5-V (royokong/e5-v): one-word-summary prompts, last-token embedding (--model-arg name=<hub id or dir>)",
     ),
+    "llava-next-tf": Builtin(
+        "mbench.models.builtin.truefalse_reranker:TrueFalseReranker",
+        "reranker: LLaVA-Next zero-shot True/False, P(True) (MM-Embed Table 13; --reranker-arg name=<hub id or dir>)",
+    ),
+    "cross-encoder": Builtin(
+        "mbench.models.builtin.cross_encoder:CrossEncoderReranker",
+        "reranker: sentence-transformers CrossEncoder on text pairs (--reranker-arg name=<hub id or dir>)",
+    ),
 }
 
 ALIASES: dict[str, Alias] = {
