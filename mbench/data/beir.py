@@ -169,7 +169,7 @@ def _read_id_jsonl(path: Path, columns: dict[str, str]) -> pd.DataFrame:
         if not path.is_file():
             raise
         try:
-            frame = pd.read_json(path, lines=True, dtype=False, convert_dates=False)
+            frame = pd.read_json(path, lines=True, dtype=False)
         except ValueError as err:
             raise MbenchError(f"{path}: not JSON lines: {err}") from None
         for name in columns:

@@ -190,7 +190,11 @@ def _relevance(
     if not query_index.is_unique:
         query_index = pd.Index(qids.drop_duplicates())
     row = query_index.get_indexer(qrels["qid"])
-    cand = pd.Index(pool.ids).get_indexer(qrels["did"]) if pool.ids else np.full(len(qrels), -1)
+    pool_index = pd.Index(pool.ids)
+    if not pool_index.is_unique:
+        # Repeated dids are already recorded as problems; this lookup only finds the unknown ones.
+        pool_index = pool_index.drop_duplicates()
+    cand = pool_index.get_indexer(qrels["did"]) if len(pool_index) else np.full(len(qrels), -1)
     for line, qid in zip(qrels["line"][row < 0].tolist(), qrels["qid"][row < 0].tolist()):
         problems.add("unknown qid", f"{path}:{line}: qid {qid!r} is not in the query file")
     unknown = cand < 0
