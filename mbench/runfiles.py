@@ -1,0 +1,289 @@
+"""Retrieval runs on disk: TREC run files and CIRCO submissions in, TREC run files out.
+
+A run read from disk becomes a ``Run``: one row per query with the ranked candidate indices
+into the run's docid vocabulary (``-1`` pads shorter rankings), the form
+``mbench.metrics.evaluate`` takes. Ordering follows trec_eval, so a file scores the same here
+and there: the rank column is ignored, documents are ordered by score descending, and equal
+scores by docid descending in string (byte) order.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mbench.columnfile import Column, bad_row, lines_of_rows, read_bytes, read_columns, read_head
+from mbench.errors import MbenchError
+
+DEDUPE_POLICIES = ("error", "first")
+TREC_RUN = "TREC run (qid Q0 docid rank score tag)"
+_TREC_RUN_COLUMNS = (
+    Column("qid", "str"),
+    Column("Q0"),
+    Column("docid", "str"),
+    Column("rank"),
+    Column("score", "float"),
+    Column("tag", "str"),
+)
+
+
+@dataclass(frozen=True)
+class Run:
+    """Ranked candidates per query.
+
+    ``ranking[i]`` holds indices into ``docids`` for query ``qids[i]``, best first, padded
+    with -1; ``scores`` has the same shape (NaN on padding). Queries are in string order.
+    """
+
+    qids: np.ndarray
+    ranking: np.ndarray
+    scores: np.ndarray
+    docids: np.ndarray
+    tag: str | None = None
+
+    @property
+    def n_queries(self) -> int:
+        """Number of queries (rows)."""
+        return int(self.ranking.shape[0])
+
+    @property
+    def depth(self) -> int:
+        """Columns of the ranking matrix: the longest ranking kept."""
+        return int(self.ranking.shape[1])
+
+
+def detect_run_format(path: str | Path) -> str:
+    """"circo" for a CIRCO submission (a JSON object), "trec" otherwise."""
+    return "circo" if read_head(path).lstrip().startswith(b"{") else "trec"
+
+
+def read_run(path: str | Path, *, dedupe: str = "error", depth: int | None = None) -> Run:
+    """Read a TREC run file or a CIRCO submission JSON, telling them apart by content."""
+    if detect_run_format(path) == "circo":
+        return read_circo_submission(path, dedupe=dedupe, depth=depth)
+    return read_trec_run(path, dedupe=dedupe, depth=depth)
+
+
+def _check_options(dedupe: str, depth: int | None) -> None:
+    if dedupe not in DEDUPE_POLICIES:
+        raise ValueError(f"dedupe must be one of {DEDUPE_POLICIES}, got {dedupe!r}")
+    if depth is not None and depth < 0:
+        raise ValueError(f"depth must be >= 0, got {depth}")
+
+
+def _encode(column) -> tuple[np.ndarray, np.ndarray]:
+    """Integer codes (first-appearance order) and the unique values of a string column."""
+    import pyarrow.compute as pc
+
+    encoded = pc.dictionary_encode(column)
+    if encoded.num_chunks == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=object)
+    # The chunks of one dictionary_encode call share a single, final dictionary.
+    codes = np.concatenate([chunk.indices.to_numpy(zero_copy_only=False) for chunk in encoded.chunks])
+    uniques = encoded.chunks[-1].dictionary.to_numpy(zero_copy_only=False).astype(object)
+    return codes.astype(np.int64), uniques
+
+
+def read_trec_run(path: str | Path, *, dedupe: str = "error", depth: int | None = None) -> Run:
+    """Read a TREC run file (gzip or not), keeping at most ``depth`` documents per query.
+
+    A (qid, docid) pair listed twice is an error naming the line, unless ``dedupe="first"``
+    (the first occurrence in the file is kept).
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    _check_options(dedupe, depth)
+    table = read_columns(path, _TREC_RUN_COLUMNS, what=TREC_RUN)
+    scores = table["score"].to_numpy()
+    nan_rows = np.flatnonzero(np.isnan(scores))
+    if nan_rows.size:
+        raise bad_row(path, int(nan_rows[0]), "score is NaN")
+    tag = table["tag"][0].as_py() if table.num_rows else None
+    q_code, q_uniques = _encode(table["qid"])
+    d_code, docids = _encode(table["docid"])
+
+    key = q_code * max(len(docids), 1) + d_code
+    sorted_key = np.sort(key)
+    if np.any(sorted_key[1:] == sorted_key[:-1]):
+        keep = _deduplicate(path, key, q_code, d_code, q_uniques, docids, dedupe)
+        table, scores, q_code, d_code = table.filter(pa.array(keep)), scores[keep], q_code[keep], d_code[keep]
+
+    # Queries in string order; within a query trec_eval's order: score, then docid, descending.
+    q_order = np.argsort(q_uniques, kind="stable")
+    q_rank = np.empty(len(q_uniques), dtype=np.int64)
+    q_rank[q_order] = np.arange(len(q_uniques), dtype=np.int64)
+    q_row = q_rank[q_code]
+    order = pc.sort_indices(
+        pa.table({"q": q_row, "score": scores, "docid": table["docid"]}),
+        sort_keys=[("q", "ascending"), ("score", "descending"), ("docid", "descending")],
+    ).to_numpy()
+    ranking, ranked_scores = _rows_to_matrix(q_row[order], d_code[order], scores[order], len(q_uniques), depth)
+    return Run(q_uniques[q_order], ranking, ranked_scores, docids, tag)
+
+
+def _deduplicate(
+    path: str | Path,
+    key: np.ndarray,
+    q_code: np.ndarray,
+    d_code: np.ndarray,
+    q_uniques: np.ndarray,
+    docids: np.ndarray,
+    dedupe: str,
+) -> np.ndarray:
+    """The rows to keep (first occurrences); with ``dedupe="error"``, the error naming the first repeat."""
+    import pandas as pd
+
+    repeated = pd.Series(key).duplicated(keep="first").to_numpy()
+    if dedupe == "first":
+        return ~repeated
+    row = int(np.argmax(repeated))
+    first = int(np.flatnonzero(key == key[row])[0])
+    lines = lines_of_rows(path, [first, row])
+    qid, docid = q_uniques[q_code[row]], docids[d_code[row]]
+    raise MbenchError(
+        f"{path}:{lines[row][0]}: document {docid!r} is listed twice for query {qid!r} (first at line "
+        f"{lines[first][0]}): {lines[row][1].strip()!r}; pass --dedupe first to keep the first occurrence"
+    )
+
+
+def _rows_to_matrix(
+    q_row: np.ndarray, d_code: np.ndarray, scores: np.ndarray, n_queries: int, depth: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Scatter entries sorted by query row into -1 / NaN padded (n_queries x depth) matrices."""
+    counts = np.bincount(q_row, minlength=n_queries)
+    width = int(counts.max(initial=0))
+    if depth is not None:
+        width = min(width, depth)
+    position = np.arange(q_row.size, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+    keep = position < width
+    ranking = np.full((n_queries, width), -1, dtype=np.int64)
+    ranked_scores = np.full((n_queries, width), np.nan, dtype=np.float64)
+    ranking[q_row[keep], position[keep]] = d_code[keep]
+    ranked_scores[q_row[keep], position[keep]] = scores[keep]
+    return ranking, ranked_scores
+
+
+def read_circo_submission(path: str | Path, *, dedupe: str = "error", depth: int | None = None) -> Run:
+    """Read a CIRCO submission (JSON object: query id -> image ids, best first); ranks come from list order.
+
+    Scores are synthetic (list length down to 1) so that the TREC order equals the list order.
+    """
+    _check_options(dedupe, depth)
+    try:
+        data = json.loads(read_bytes(path))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise MbenchError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise MbenchError(f"{path}: a CIRCO submission is a JSON object {{query_id: [image ids]}}, got {type(data).__name__}")
+    qids = np.array(sorted(data), dtype=object)
+    vocabulary: dict[str, int] = {}
+    rows: list[list[int]] = []
+    for qid in qids:
+        ranked = data[qid]
+        if not isinstance(ranked, list) or not all(isinstance(x, (int, str)) and not isinstance(x, bool) for x in ranked):
+            raise MbenchError(f"{path}: query {qid!r}: expected a list of image ids (integers or strings)")
+        seen: dict[str, int] = {}
+        row = []
+        for position, image in enumerate(map(str, ranked), start=1):
+            if image in seen:
+                if dedupe == "first":
+                    continue
+                raise MbenchError(
+                    f"{path}: query {qid!r}: image id {image} is listed twice (positions {seen[image]} and {position}); "
+                    "pass --dedupe first to keep the first occurrence"
+                )
+            seen[image] = position
+            row.append(vocabulary.setdefault(image, len(vocabulary)))
+        rows.append(row[:depth] if depth is not None else row)
+    width = max((len(r) for r in rows), default=0)
+    ranking = np.full((len(rows), width), -1, dtype=np.int64)
+    scores = np.full((len(rows), width), np.nan, dtype=np.float64)
+    for i, row in enumerate(rows):
+        ranking[i, : len(row)] = row
+        scores[i, : len(row)] = np.arange(len(row), 0, -1, dtype=np.float64)
+    return Run(qids, ranking, scores, np.array(list(vocabulary), dtype=object), None)
+
+
+def write_trec_run(
+    path: str | Path,
+    qids: Sequence[str] | np.ndarray,
+    ranked_docids: Sequence[Sequence[str | None]] | np.ndarray,
+    scores: Sequence[Sequence[float]] | np.ndarray,
+    tag: str = "mbench",
+) -> None:
+    """Write a TREC run (``qid Q0 docid rank score tag``), gzip when ``path`` ends with .gz.
+
+    ``ranked_docids`` and ``scores`` are (n_queries x depth), best first; a None docid is
+    padding and is skipped. Ranks are written 1-based in the given order, scores at full
+    (round-trip) precision, and the file appears atomically.
+    """
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+
+    qids = np.asarray(qids, dtype=object)
+    docs = np.asarray(ranked_docids, dtype=object)
+    values = np.asarray(scores)
+    if docs.ndim != 2 or docs.shape[0] != qids.shape[0] or values.shape != docs.shape:
+        raise ValueError(
+            f"expected ranked_docids and scores of shape (n_queries, depth) with n_queries = {qids.shape[0]}, "
+            f"got {docs.shape} and {values.shape}"
+        )
+    if values.dtype.kind != "f":
+        values = values.astype(np.float64)
+    present = docs != None  # noqa: E711 - elementwise comparison on an object array
+    if np.isnan(values[present]).any():
+        raise ValueError("a ranked document has a NaN score")
+    ranked = _checked_ids("document id", docs[present])
+    _checked_ids("query id", qids)
+    _checked_ids("tag", np.array([tag], dtype=object))
+    table = pa.table(
+        {
+            "qid": pa.array(np.repeat(qids, present.sum(axis=1)), type=pa.string()),
+            "Q0": pa.array(np.full(int(present.sum()), "Q0", dtype=object), type=pa.string()),
+            "docid": ranked,
+            "rank": np.cumsum(present, axis=1)[present],
+            "score": values[present],
+            "tag": pa.array(np.full(int(present.sum()), tag, dtype=object), type=pa.string()),
+        }
+    )
+    path = Path(path)
+    options = pa_csv.WriteOptions(include_header=False, delimiter=" ", quoting_style="none")
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as raw:
+            if path.name.endswith(".gz"):
+                # mtime=0 keeps the bytes reproducible for a given run.
+                with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as stream:
+                    pa_csv.write_csv(table, stream, options)
+            else:
+                pa_csv.write_csv(table, raw, options)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def _checked_ids(label: str, ids: np.ndarray):
+    """``ids`` as an arrow string array; they must be non-empty and whitespace-free, or the file cannot be read back."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    rule = "ids must be non-empty strings without whitespace"
+    try:
+        array = pa.array(ids, type=pa.string())
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        bad = next(value for value in ids if not isinstance(value, str))
+        raise MbenchError(f"cannot write {label} {bad!r} to a TREC run: {rule}") from None
+    invalid = pc.or_(pc.match_substring_regex(array, r"\s"), pc.equal(pc.utf8_length(array), 0))
+    if pc.any(invalid).as_py():
+        bad = ids[int(np.argmax(invalid.to_numpy(zero_copy_only=False)))]
+        raise MbenchError(f"cannot write {label} {bad!r} to a TREC run: {rule}")
+    return array

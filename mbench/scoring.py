@@ -1,0 +1,88 @@
+"""Scoring a run read from disk against qrels, with trec_eval's choice of queries.
+
+Run and qrels docids are mapped into one candidate-index vocabulary, the queries to average
+over are chosen, and ``mbench.metrics.evaluate`` does the rest. As in trec_eval, a query
+judged in the qrels but without any relevant document is averaged in with 0 everywhere, and a
+run query absent from the qrels is ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from mbench.errors import MbenchError
+from mbench.metrics import Metric, Relevance, evaluate, parse_metric
+from mbench.qrels import Qrels
+from mbench.runfiles import Run
+
+
+@dataclass(frozen=True)
+class RunScores:
+    """Per-query metric values of a scored run and the queries they belong to."""
+
+    qids: np.ndarray
+    per_query: dict[str, np.ndarray]
+    skipped_run_queries: int
+    missing_run_queries: int
+
+    def mean(self) -> dict[str, float]:
+        """The mean of every metric over the scored queries."""
+        return {name: float(values.mean()) if values.size else 0.0 for name, values in self.per_query.items()}
+
+
+def score_run(run: Run, qrels: Qrels, metrics: Sequence[str | Metric], *, complete: bool = False) -> RunScores:
+    """Score ``run`` against ``qrels``.
+
+    By default the queries present in both are scored (trec_eval); with ``complete`` every
+    qrels query is, those missing from the run with an empty ranking (``trec_eval -c``).
+    """
+    import pandas as pd
+
+    parsed = [m if isinstance(m, Metric) else parse_metric(m) for m in metrics]
+    for metric in parsed:
+        if metric.family == "modality_acc":
+            raise MbenchError(f"{metric.name} needs candidate modalities, which a run file does not carry")
+        if metric.family == "circo_recall" and qrels.targets is None:
+            raise MbenchError(f"{metric.name} needs per-query targets: give CIRCO annotations as QRELS (got {qrels.format} qrels)")
+
+    run_rows = pd.Index(run.qids)
+    in_qrels = pd.Index(qrels.query_ids)
+    shared = run_rows.isin(in_qrels)
+    if not shared.any():
+        raise MbenchError(
+            f"no query of the run is in the qrels: run query ids look like {list(run.qids[:3])}, "
+            f"qrels query ids like {list(qrels.query_ids[:3])}"
+        )
+    qids = np.sort(np.asarray(qrels.query_ids, dtype=object)) if complete else np.asarray(run.qids[shared], dtype=object)
+    row_in_run = run_rows.get_indexer(qids)
+
+    ranking = np.full((qids.size, run.depth), -1, dtype=np.int64)
+    ranking[row_in_run >= 0] = run.ranking[row_in_run[row_in_run >= 0]]
+
+    # Documents judged (or targeted) but never retrieved get indices after the run's vocabulary.
+    extra_ids = list(qrels.targets.values()) if qrels.targets is not None else []
+    judged_and_targets = np.concatenate([np.asarray(qrels.docids, dtype=object), np.array(extra_ids, dtype=object)])
+    cand = pd.Index(run.docids).get_indexer(judged_and_targets)
+    unseen = cand < 0
+    cand[unseen] = len(run.docids) + pd.factorize(judged_and_targets[unseen])[0]
+    judged_cand, target_cand = cand[: len(qrels.docids)], cand[len(qrels.docids) :]
+
+    query_row = pd.Index(qids).get_indexer(qrels.qids)
+    kept = query_row >= 0
+    relevance = Relevance.from_pairs(query_row[kept], judged_cand[kept], qrels.grades[kept], qids.size)
+
+    targets = None
+    if qrels.targets is not None:
+        target_of = dict(zip(qrels.targets, target_cand.tolist()))
+        targets = np.array([target_of.get(qid, -1) for qid in qids], dtype=np.int64)
+
+    results = evaluate(ranking, relevance, parsed, targets=targets)
+    return RunScores(
+        qids=qids,
+        per_query=results.per_query,
+        skipped_run_queries=int((~shared).sum()),
+        missing_run_queries=int((~in_qrels.isin(run_rows)).sum()),
+    )

@@ -1,0 +1,224 @@
+"""`mbench score RUN QRELS` end to end: trec_eval's own test files, CIRCO's formula, averaging, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mbench.cli import main
+from mbench.commands.score import CIRCO_METRICS, DEFAULT_METRICS
+
+# trec_eval measure -> the mbench metric with the same definition (results.test has 500
+# documents per query, so map over the whole ranking is map_cut@1000).
+TREC_EVAL_NAMES = {
+    "map": "map_cut@1000",
+    "P_10": "precision@10",
+    "recip_rank": "mrr@1000",
+    "recall_10": "recall@10",
+    "recall_100": "recall@100",
+    "ndcg_cut_5": "ndcg@5",
+    "ndcg_cut_10": "ndcg@10",
+    "map_cut_5": "map_cut@5",
+}
+
+
+def score(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(["score", *map(str, args)])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def score_json(capsys, *args: str) -> dict:
+    code, out, err = score(capsys, *args, "--format", "json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_reproduces_trec_eval_published_per_query_and_summary_values(capsys, shared_dir):
+    folder = shared_dir / "data" / "trec_eval-test"
+    # out.test.aq: "measure <TAB> qid-or-all <TAB> value", values printed to 4 decimals.
+    expected: dict[str, dict[str, str]] = {}
+    for line in (folder / "out.test.aq").read_text().splitlines():
+        measure, qid, value = line.split()
+        if measure in TREC_EVAL_NAMES:
+            expected.setdefault(qid, {})[TREC_EVAL_NAMES[measure]] = value
+    assert set(expected) == {"301", "302", "303", "all"} and all(len(v) == 8 for v in expected.values())
+
+    result = score_json(
+        capsys, folder / "results.test", folder / "qrels.test", "--per-query", "--metrics", ",".join(TREC_EVAL_NAMES.values())
+    )
+    got = {"all": result["all"], **result["per_query"]}
+    assert set(got) == set(expected)
+    mismatches = {
+        (qid, metric): (f"{got[qid][metric]:.4f}", printed)
+        for qid, values in expected.items()
+        for metric, printed in values.items()
+        if f"{got[qid][metric]:.4f}" != printed
+    }
+    assert not mismatches
+
+
+def official_circo_scores(annotations: list[dict], submission: dict, k: int) -> tuple[float, float]:
+    """CIRCO's official mAP@k and Recall@k, written out independently of mbench."""
+    aps, recalls = [], []
+    for query in annotations:
+        ranked = submission[str(query["id"])][:k]
+        relevant = [1.0 if image in query["gt_img_ids"] else 0.0 for image in ranked]
+        hits, ap = 0.0, 0.0
+        for i, rel in enumerate(relevant, start=1):
+            hits += rel
+            ap += (hits / i) * rel
+        aps.append(ap / min(len(query["gt_img_ids"]), k))
+        recalls.append(1.0 if query["target_img_id"] in ranked else 0.0)
+    return sum(aps) / len(aps), sum(recalls) / len(recalls)
+
+
+def test_circo_submission_scores_equal_the_official_circo_formula(capsys, shared_dir):
+    circo = shared_dir / "data" / "circo"
+    submission_path = circo / "submission_examples" / "submission_val.json"
+    annotations_path = circo / "annotations" / "val.json"
+    result = score_json(capsys, submission_path, annotations_path)
+    assert list(result) == ["all"] and list(result["all"]) == list(CIRCO_METRICS)
+    annotations = json.loads(annotations_path.read_text())
+    submission = json.loads(submission_path.read_text())
+    for k in (5, 10, 25, 50):
+        map_k, recall_k = official_circo_scores(annotations, submission, k)
+        assert result["all"][f"map@{k}"] == pytest.approx(map_k, abs=1e-12)
+        assert result["all"][f"circo_recall@{k}"] == pytest.approx(recall_k, abs=1e-12)
+    # The example submission does find some targets, so the comparison above is not 0 == 0.
+    assert result["all"]["circo_recall@50"] > 0 and result["all"]["map@50"] > 0
+
+
+@pytest.fixture
+def two_query_qrels(tmp_path) -> Path:
+    return write(tmp_path / "qrels.txt", "q1 0 a 1\nq2 0 b 1\n")
+
+
+def test_default_averages_over_queries_in_both_run_and_qrels(capsys, tmp_path, two_query_qrels):
+    run = write(tmp_path / "run.txt", "q1 Q0 a 1 1 t\n")
+    assert score_json(capsys, run, two_query_qrels, "--metrics", "mrr@10")["all"] == {"mrr@10": 1.0}
+
+
+def test_complete_averages_over_every_qrels_query_missing_ones_scoring_zero(capsys, tmp_path, two_query_qrels):
+    run = write(tmp_path / "run.txt", "q1 Q0 a 1 1 t\n")
+    result = score_json(capsys, run, two_query_qrels, "--metrics", "mrr@10", "--complete", "--per-query")
+    assert result["all"] == {"mrr@10": 0.5}
+    assert result["per_query"] == {"q1": {"mrr@10": 1.0}, "q2": {"mrr@10": 0.0}}
+
+
+def test_run_queries_absent_from_the_qrels_are_ignored_and_reported(capsys, tmp_path, two_query_qrels):
+    run = write(tmp_path / "run.txt", "q1 Q0 a 1 1 t\nq9 Q0 a 1 1 t\n")
+    code, out, err = score(capsys, run, two_query_qrels, "--metrics", "mrr@10", "--format", "json", "--per-query")
+    assert code == 0 and json.loads(out)["per_query"] == {"q1": {"mrr@10": 1.0}}
+    assert "1 run queries are not in the qrels" in err and "1 qrels queries have no ranking" in err
+
+
+def test_a_query_judged_without_relevant_documents_is_averaged_as_zero_like_trec_eval(capsys, tmp_path):
+    import pytrec_eval
+
+    qrels = write(tmp_path / "qrels.txt", "q1 0 a 1\nq2 0 b 0\nq2 0 c -1\n")
+    run = write(tmp_path / "run.txt", "q1 Q0 a 1 1 t\nq2 Q0 b 1 1 t\n")
+    result = score_json(capsys, run, qrels, "--metrics", "ndcg@10,map_cut@10", "--per-query")
+    assert result["per_query"]["q2"] == {"ndcg@10": 0.0, "map_cut@10": 0.0}
+    assert result["all"] == {"ndcg@10": 0.5, "map_cut@10": 0.5}
+    # trec_eval (here through pytrec_eval) evaluates such a query too, so its mean counts it.
+    evaluator = pytrec_eval.RelevanceEvaluator({"q1": {"a": 1}, "q2": {"b": 0, "c": -1}}, {"ndcg_cut_10"})
+    assert evaluator.evaluate({"q1": {"a": 1.0}, "q2": {"b": 1.0}})["q2"]["ndcg_cut_10"] == 0.0
+
+
+def test_tied_scores_rank_by_docid_descending(capsys, tmp_path):
+    # Equal scores: "d9" ranks before "d10" (string order descending), so the relevant d10 is 2nd.
+    qrels = write(tmp_path / "qrels.txt", "q 0 d10 1\n")
+    run = write(tmp_path / "run.txt", "q Q0 d10 1 5 t\nq Q0 d9 2 5 t\n")
+    assert score_json(capsys, run, qrels, "--metrics", "mrr@10")["all"] == {"mrr@10": 0.5}
+
+
+def test_random_runs_with_many_ties_score_like_pytrec_eval(capsys, tmp_path):
+    import pytrec_eval
+
+    rng = np.random.default_rng(7)
+    run_lines, qrels_lines = [], []
+    run_dict: dict[str, dict[str, float]] = {}
+    qrels_dict: dict[str, dict[str, int]] = {}
+    for q in range(30):
+        qid = f"q{q}"
+        docs = [f"d{i}" for i in rng.choice(60, size=int(rng.integers(1, 40)), replace=False)]
+        # Scores from 3 values: most documents tie with others.
+        run_dict[qid] = {d: float(rng.integers(0, 3)) for d in docs}
+        run_lines += [f"{qid} Q0 {d} {rank} {s} t" for rank, (d, s) in enumerate(run_dict[qid].items(), start=1)]
+        judged = rng.choice(60, size=12, replace=False)
+        qrels_dict[qid] = {f"d{i}": int(rng.integers(-1, 4)) for i in judged}
+        qrels_lines += [f"{qid} 0 {d} {g}" for d, g in qrels_dict[qid].items()]
+    run = write(tmp_path / "run.txt", "\n".join(run_lines) + "\n")
+    qrels = write(tmp_path / "qrels.txt", "\n".join(qrels_lines) + "\n")
+    names = {"ndcg_cut_5": "ndcg@5", "P_5": "precision@5", "recall_10": "recall@10", "map_cut_10": "map_cut@10", "recip_rank": "mrr@1000"}
+    result = score_json(capsys, run, qrels, "--per-query", "--metrics", ",".join(names.values()))
+    reference = pytrec_eval.RelevanceEvaluator(qrels_dict, set(names)).evaluate(run_dict)
+    for qid, values in reference.items():
+        for measure, metric in names.items():
+            assert result["per_query"][qid][metric] == pytest.approx(values[measure], abs=1e-9), (qid, metric)
+
+
+def test_json_without_per_query_has_only_the_averages_of_the_default_metrics(capsys, tmp_path, two_query_qrels):
+    run = write(tmp_path / "run.txt", "q1 Q0 a 1 1 t\nq2 Q0 a 1 1 t\n")
+    result = score_json(capsys, run, two_query_qrels)
+    assert list(result) == ["all"] and list(result["all"]) == list(DEFAULT_METRICS)
+    assert result["all"]["precision@10"] == pytest.approx(0.05)
+
+
+def test_table_shows_values_times_100(capsys, tmp_path, two_query_qrels):
+    run = write(tmp_path / "run.txt", "q1 Q0 x 1 2 t\nq1 Q0 a 2 1 t\n")
+    code, out, _ = score(capsys, run, two_query_qrels, "--metrics", "mrr@10", "--per-query")
+    assert code == 0
+    rows = [line.split() for line in out.splitlines()]
+    assert ["all", "50.00"] in rows and ["q1", "50.00"] in rows and "values x100" in out
+
+
+def test_a_malformed_run_line_exits_2_naming_file_and_line(capsys, tmp_path, two_query_qrels):
+    run = write(tmp_path / "run.txt", "q1 Q0 a 1 1 t\nq1 Q0 b 2 t\n")
+    code, out, err = score(capsys, run, two_query_qrels)
+    assert code == 2 and out == "" and f"{run}:2:" in err and "q1 Q0 b 2 t" in err
+
+
+def test_a_duplicate_run_line_exits_2_unless_dedupe_first(capsys, tmp_path, two_query_qrels):
+    run = write(tmp_path / "run.txt", "q1 Q0 b 1 2 t\nq1 Q0 a 2 1 t\nq1 Q0 b 3 0 t\n")
+    code, _, err = score(capsys, run, two_query_qrels, "--metrics", "mrr@10")
+    assert code == 2 and f"{run}:3:" in err and "listed twice" in err
+    assert score_json(capsys, run, two_query_qrels, "--metrics", "mrr@10", "--dedupe", "first")["all"] == {"mrr@10": 0.5}
+
+
+@pytest.mark.parametrize(
+    "metrics, message",
+    [
+        ("ndcg@10,bogus@3", "unknown metric 'bogus@3'"),
+        ("circo_recall@5", "needs per-query targets"),
+        ("modality_acc@1", "needs candidate modalities"),
+    ],
+)
+def test_metrics_the_inputs_cannot_support_exit_2(capsys, tmp_path, two_query_qrels, metrics, message):
+    run = write(tmp_path / "run.txt", "q1 Q0 a 1 1 t\n")
+    code, _, err = score(capsys, run, two_query_qrels, "--metrics", metrics)
+    assert code == 2 and message in err
+
+
+def test_a_run_sharing_no_query_with_the_qrels_exits_2_showing_both_id_styles(capsys, tmp_path, two_query_qrels):
+    run = write(tmp_path / "run.txt", "1 Q0 a 1 1 t\n")
+    code, _, err = score(capsys, run, two_query_qrels)
+    assert code == 2 and "no query of the run is in the qrels" in err and "'1'" in err and "'q1'" in err
+
+
+def test_qrels_format_override_is_honoured(capsys, tmp_path):
+    # 5 columns would be detected as M-BEIR; forced to TREC it is malformed.
+    qrels = write(tmp_path / "qrels.txt", "q1 0 a 1 7\n")
+    run = write(tmp_path / "run.txt", "q1 Q0 a 1 1 t\n")
+    assert score_json(capsys, run, qrels, "--metrics", "mrr@10")["all"] == {"mrr@10": 1.0}
+    code, _, err = score(capsys, run, qrels, "--qrels-format", "trec")
+    assert code == 2 and f"{qrels}:1:" in err
