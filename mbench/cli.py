@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "score": ("mbench.commands.score", "score a TREC run or CIRCO submission against qrels (a fast trec_eval)"),
     "ls": ("mbench.commands.ls", "list tasks, groups or models (--names: one per line)"),
     "validate": ("mbench.commands.validate", "check tasks and their data: files, counts, ids, images (exit 0 only if valid)"),
+    "check-model": ("mbench.commands.check_model", "run a model plugin through the conformance check on the mini benchmark"),
 }
 
 EXIT_BAD_INPUT = 2

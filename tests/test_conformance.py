@@ -143,3 +143,73 @@ def test_not_a_model() -> None:
 def test_custom_batch_sizes(batch_sizes) -> None:
     results = _by_name(run_conformance(HashingRetriever(dim=8), QUERIES[:10], CANDIDATES[:10], batch_sizes=batch_sizes))
     assert ", ".join(map(str, batch_sizes)) in results["query batch-determinism"].detail
+
+
+# ----------------------------------------------------------------- `mbench check-model` on mini data
+
+MINI_TASK_YAML = """\
+name: {name}
+adapter: mbeir
+generator: mini
+data_folder: mbeir
+query_modality: "{query_modality}"
+cand_modality: "{cand_modality}"
+files:
+  queries: {query_file}
+  qrels: {qrels_file}
+  instructions: instructions/query_instructions.tsv
+pools:
+  local:
+    file: {pool_file}
+metrics: [hit@1]
+main_metric: hit@1
+instructions: ["Retrieve the matching candidate."]
+prompts:
+  toy_family: "<qtxt> in one word:"
+"""
+
+
+@pytest.fixture(scope="module")
+def mini_tasks(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """Three mini M-BEIR tasks covering every modality on both sides, and a cache to generate them into."""
+    from mbench.data.mini import MBEIR_TASKS
+
+    tasks_dir = tmp_path_factory.mktemp("tasks")
+    wanted = {"mini.mbeir.cirr.it2i", "mini.mbeir.webqa.t2it", "mini.mbeir.visualnews.i2t"}
+    for task in MBEIR_TASKS:
+        if task.name in wanted:
+            (tasks_dir / f"{task.name.replace('.', '_')}_check.yaml").write_text(
+                MINI_TASK_YAML.format(
+                    name=task.name + ".check", query_modality=task.query_modality, cand_modality=task.cand_modality,
+                    query_file=task.query_file, qrels_file=task.qrels_file, pool_file=task.pool_file,
+                )
+            )
+    return str(tasks_dir), str(tmp_path_factory.mktemp("cache"))
+
+
+def _check_model(capsys, mini_tasks, *argv: str) -> tuple[int, str, str]:
+    from mbench.cli import main
+
+    tasks_dir, cache_dir = mini_tasks
+    code = main(["check-model", *argv, "--tasks-dir", tasks_dir, "--cache-dir", cache_dir, "--per-modality", "9"])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_check_model_command_passes_conforming_plugins(capsys, mini_tasks) -> None:
+    code, out, _ = _check_model(capsys, mini_tasks, "hash-embed", "--model-arg", "dim=16")
+    assert code == 0, out
+    assert "FAIL" not in out and "handled ['text', 'image', 'image,text']" in out
+    code, out, _ = _check_model(capsys, mini_tasks, "bm25")
+    assert code == 0, out
+    assert "refused ['image', 'image,text']" in out
+
+
+def test_check_model_command_reports_failures(capsys, mini_tasks) -> None:
+    # CIRR's first query and first candidate are both '8:1' (separate namespaces) and both sampled.
+    code, out, _ = _check_model(capsys, mini_tasks, "hash-embed", "--model-arg", "nan_ids=8:1")
+    assert code == 1
+    assert "FAIL  query outputs" in out and "FAIL  candidate outputs" in out and "8:1" in out
+    assert "failed: query outputs, query batch-determinism, candidate outputs" in out
+    code, _, err = _check_model(capsys, mini_tasks, "hash-embed", "--batch-sizes", "1")
+    assert code == 2 and "give at least two positive sizes" in err

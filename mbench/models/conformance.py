@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mbench.data.types import MODALITIES, Item
+from mbench.data.types import MODALITIES, Item, ItemTable
 from mbench.models.base import Role, model_kind
 
 DEFAULT_BATCH_SIZES = (1, 7, 64)
@@ -316,6 +316,29 @@ def check_reranker(
     return results
 
 
+def sample_items(tables: Sequence[ItemTable], per_modality: int) -> list[Item]:
+    """Up to ``per_modality`` items of each modality, taken round-robin over ``tables`` so every task is represented."""
+    picked: dict[str, list[Item]] = {m: [] for m in MODALITIES}
+    cursors = [0] * len(tables)
+    progress = True
+    while progress:
+        progress = False
+        for t, table in enumerate(tables):
+            while cursors[t] < len(table):
+                item = table.item(cursors[t])
+                cursors[t] += 1
+                bucket = picked.setdefault(item.modality, [])
+                if len(bucket) < per_modality:
+                    bucket.append(item)
+                    progress = True
+                    break
+    # Modalities interleaved, so batches of 7 mix them the way a real pool can.
+    out: list[Item] = []
+    for i in range(per_modality):
+        out += [bucket[i] for bucket in picked.values() if i < len(bucket)]
+    return out
+
+
 def format_report(results: Sequence[CheckResult]) -> str:
     """One line per check, PASS/FAIL first."""
-    return "\n".join(f"{'PASS' if r.passed else 'FAIL'}  {r.name:<26} {r.detail}" for r in results)
+    return "\n".join(f"{'PASS' if r.passed else 'FAIL'}  {r.name:<28} {r.detail}" for r in results)
