@@ -198,24 +198,51 @@ class TrueFalseReranker:
         from transformers import LlavaNextForConditionalGeneration, LlavaNextProcessor
 
         model_dir, resolved_revision = resolve_model_dir(name, revision, plugin="llava-next-tf")
-        self.device = torch.device(device)
-        self.torch_dtype = resolve_dtype(dtype, str(device), "llava-next-tf")
-        self.processor = LlavaNextProcessor.from_pretrained(str(model_dir), local_files_only=True)
-        self.tokenizer = self.processor.tokenizer
+        torch_dtype = resolve_dtype(dtype, str(device), "llava-next-tf")
+        processor = LlavaNextProcessor.from_pretrained(str(model_dir), local_files_only=True)
+        # The tokenizer is checked before the (large) weights are loaded: a refusal is instant.
+        ChatFormat(processor.tokenizer, chat_template, f"llava-next-tf model {name!r}")
+        model = LlavaNextForConditionalGeneration.from_pretrained(
+            str(model_dir), dtype=torch_dtype, local_files_only=True
+        ).to(torch.device(device))
+        self._setup(model, processor, name=name, revision=resolved_revision, chat_template=chat_template,
+                    batch_size=batch_size)
+
+    @classmethod
+    def from_loaded(
+        cls,
+        model,
+        processor,
+        *,
+        name: str,
+        revision: str,
+        chat_template: bool = True,
+        batch_size: int = 8,
+    ) -> TrueFalseReranker:
+        """A reranker around an already built model and processor (benchmarks of configs with random weights)."""
+        self = cls.__new__(cls)
+        self._setup(model, processor, name=name, revision=revision, chat_template=chat_template, batch_size=batch_size)
+        return self
+
+    def _setup(self, model, processor, *, name: str, revision: str, chat_template: bool, batch_size: int) -> None:
+        if batch_size < 1:
+            raise MbenchError(f"llava-next-tf: batch_size must be >= 1, got {batch_size}")
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
         if self.tokenizer.pad_token_id is None:
             raise MbenchError(f"llava-next-tf model {name!r}: its tokenizer has no pad token, needed to batch pairs")
         self.format = ChatFormat(self.tokenizer, chat_template, f"llava-next-tf model {name!r}")
         self.true_id = self.format.answer_tokens["True"]
         self.false_id = self.format.answer_tokens["False"]
-        self.model = LlavaNextForConditionalGeneration.from_pretrained(
-            str(model_dir), dtype=self.torch_dtype, local_files_only=True
-        ).to(self.device).eval()
-        self.image_token = self.processor.image_token
+        self.model = model.eval()
+        self.device = next(model.parameters()).device
+        self.torch_dtype = next(model.parameters()).dtype
+        self.image_token = processor.image_token
         self.batch_size = batch_size
         self.meta = ModelMeta(
             name="llava-next-tf",
             version=PLUGIN_VERSION,
-            revision=resolved_revision,
+            revision=revision,
             query_modalities=ALL_MODALITIES,
             cand_modalities=ALL_MODALITIES,
             dim=None,
