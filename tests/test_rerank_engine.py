@@ -16,11 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from mbench.data.types import Item, ItemTable, TaskData
+from mbench.data.types import ItemTable, TaskData
 from mbench.engine.rerank import (
     ScoreCache,
     rank_scores,
-    read_trec_run,
     rerank_ranking,
     rerank_result,
     run_to_ranking,
@@ -29,6 +28,7 @@ from mbench.engine.rerank import (
 from mbench.errors import MbenchError
 from mbench.metrics import Relevance, evaluate
 from mbench.models.base import ModelMeta
+from mbench.runfiles import read_trec_run
 from mbench.tasks.spec import TaskSpec
 
 PROMPT = "Question: <qtxt>\nAnswer: <ctxt>\nTrue or False"
@@ -163,6 +163,21 @@ def test_written_run_scores_the_same_as_the_result(toy, tmp_path: Path) -> None:
     ):
         means = evaluate(ranking, data.relevance, spec.metrics).mean()
         assert means == pytest.approx(record["metrics"], abs=0)
+
+
+def test_mbench_score_of_the_rerank_run_gives_its_metrics(toy, tmp_path: Path, capsys) -> None:
+    from mbench.cli import main
+
+    spec, data, first = toy
+    out = rerank_result(first, KeywordReranker(), top_k=3, data=data, spec=spec, cache_dir=tmp_path / "c", progress=False)
+    qrels = tmp_path / "qrels.txt"
+    qrels.write_text("q1 0 d1 1\nq2 0 d2 1\nq3 0 d8 1\n")
+    capsys.readouterr()
+    assert main(["score", str(out / "run.trec.gz"), str(qrels), "--metrics", ",".join(spec.metrics),
+                 "--format", "json", "--complete"]) == 0
+    scored = json.loads(capsys.readouterr().out)["all"]
+    assert scored == pytest.approx(json.loads((out / "result.json").read_text())["metrics"], abs=1e-12)
+    assert scored["hit@1"] == pytest.approx(2 / 3)
 
 
 def test_rerun_is_free_and_a_changed_prompt_misses(toy, tmp_path: Path) -> None:

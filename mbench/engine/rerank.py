@@ -32,10 +32,8 @@ bytes' sha256 for in-memory images.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
-import json
 import os
 import sqlite3
 import sys
@@ -56,7 +54,6 @@ RERANK_CACHE_SUBDIR = "rerank"
 CACHE_FILE = "scores.sqlite"
 RERANK_SCORES_FILE = "rerank_scores.parquet"
 SUBMISSION_FILE = "submission.json"
-CIRCO_SUBMISSION_DEPTH = 50
 
 
 # -- identities and the score cache -----------------------------------------------------------
@@ -294,99 +291,28 @@ def rerank_prompts(spec: TaskSpec, reranker: Any, n_queries: int) -> list[str | 
 # -- run files --------------------------------------------------------------------------------
 
 
-def read_trec_run(path: Path | str) -> dict[str, list[tuple[str, float]]]:
-    """A TREC run (gzip or plain) as qid -> [(docid, score)] in trec_eval order (score desc, docid desc)."""
-    path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    run: dict[str, list[tuple[str, float]]] = {}
-    try:
-        with opener(path, "rt", encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
-                fields = line.split()
-                if not fields:
-                    continue
-                if len(fields) != 6:
-                    raise MbenchError(f"{path}:{number}: expected 'qid Q0 docid rank score tag', got {line.strip()!r}")
-                try:
-                    score = float(fields[4])
-                except ValueError:
-                    raise MbenchError(f"{path}:{number}: score {fields[4]!r} is not a number") from None
-                run.setdefault(fields[0], []).append((fields[2], score))
-    except FileNotFoundError:
-        raise MbenchError(f"run file not found: {path}") from None
-    for qid, docs in run.items():
-        docs.sort(key=lambda d: d[0], reverse=True)
-        docs.sort(key=lambda d: d[1], reverse=True)
-        seen: set[str] = set()
-        for docid, _ in docs:
-            if docid in seen:
-                raise MbenchError(f"{path}: query {qid} ranks document {docid} twice")
-            seen.add(docid)
-    return run
-
-
-def run_to_ranking(
-    run: dict[str, list[tuple[str, float]]], queries: ItemTable, pool: ItemTable, *, where: str
-) -> np.ndarray:
-    """The run as a ranking matrix over ``queries`` rows and ``pool`` indices (-1 padded)."""
-    depth = max((len(docs) for docs in run.values()), default=0)
-    ranking = np.full((len(queries), depth), -1, dtype=np.int64)
+def run_to_ranking(run: Any, queries: ItemTable, pool: ItemTable, *, where: str) -> np.ndarray:
+    """A ``mbench.runfiles.Run`` as a ranking matrix over ``queries`` rows and ``pool`` indices (-1 padded)."""
+    ranking = np.full((len(queries), run.depth), -1, dtype=np.int64)
     query_row = queries.index_of()
     pool_index = pool.index_of()
-    unknown_queries = sorted(set(run) - set(query_row))
+    unknown_queries = sorted(str(q) for q in run.qids if q not in query_row)
     if unknown_queries:
         raise MbenchError(
             f"{where}: the run has {len(unknown_queries)} query ids the task's data does not have "
             f"(e.g. {unknown_queries[:3]}); was it computed on other data?"
         )
-    for qid, docs in run.items():
-        try:
-            ranking[query_row[qid], : len(docs)] = [pool_index[docid] for docid, _ in docs]
-        except KeyError as err:
+    doc_to_pool = np.full(len(run.docids), -1, dtype=np.int64)
+    for i, docid in enumerate(run.docids.tolist()):
+        if docid not in pool_index:
             raise MbenchError(
-                f"{where}: query {qid} ranks document {err.args[0]!r}, which is not in the pool; was it computed on "
-                "another pool or other data?"
-            ) from None
-    return ranking
-
-
-def format_trec_run(qids: Sequence[str], ranking: np.ndarray, scores: np.ndarray, docids: Sequence[str], tag: str) -> bytes:
-    """TREC run text (gzip-ready bytes): one line per ranked candidate, in file order = ranking order.
-
-    The scores must already be strictly decreasing along each row (rank scores are), so the
-    file order is also trec_eval's (score desc, docid desc) order.
-    """
-    lines = []
-    for row, qid in enumerate(qids):
-        previous = np.inf
-        for col in np.flatnonzero(ranking[row] >= 0).tolist():
-            score = float(scores[row, col])
-            if not score < previous:
-                raise ValueError(f"scores of query {qid} are not strictly decreasing at rank {col + 1}")
-            previous = score
-            text = str(int(score)) if score.is_integer() else repr(score)
-            lines.append(f"{qid} Q0 {docids[int(ranking[row, col])]} {col + 1} {text} {tag}\n")
-    return "".join(lines).encode("utf-8")
-
-
-def write_circo_submission(path: Path | str, qids: Sequence[str], ranked_ids: Sequence[Sequence[str]]) -> None:
-    """CIRCO's submission JSON: every query id -> its top-50 image ids (ints), no duplicates, written atomically."""
-    from mbench.results import atomic_write_bytes
-
-    if len(set(qids)) != len(qids):
-        raise MbenchError("CIRCO submission: repeated query ids")
-    out: dict[str, list[int | str]] = {}
-    for qid, ids in zip(qids, ranked_ids, strict=True):
-        top = list(ids)[:CIRCO_SUBMISSION_DEPTH]
-        if len(set(top)) != len(top):
-            raise MbenchError(f"CIRCO submission: query {qid} lists an image twice")
-        if len(top) < CIRCO_SUBMISSION_DEPTH:
-            raise MbenchError(
-                f"CIRCO submission: query {qid} has {len(top)} ranked images, the server needs {CIRCO_SUBMISSION_DEPTH}"
+                f"{where}: the run ranks document {docid!r}, which is not in the pool; was it computed on another "
+                "pool or other data?"
             )
-        # CIRCO's server and its example submissions use integer COCO ids.
-        out[str(qid)] = [int(i) if str(i).isdigit() else str(i) for i in top]
-    atomic_write_bytes(Path(path), (json.dumps(out) + "\n").encode("utf-8"))
+        doc_to_pool[i] = pool_index[docid]
+    rows = np.asarray([query_row[q] for q in run.qids.tolist()], dtype=np.int64)
+    ranking[rows] = np.where(run.ranking >= 0, doc_to_pool[np.maximum(run.ranking, 0)], -1)
+    return ranking
 
 
 # -- metrics and the result directory ---------------------------------------------------------
@@ -447,7 +373,6 @@ def rerank_result(
         PER_QUERY_FILE,
         RESULT_FILE,
         RUN_FILE,
-        atomic_write_bytes,
         git_sha,
         library_versions,
         read_result,
@@ -455,6 +380,7 @@ def rerank_result(
         write_per_query,
         write_result_json,
     )
+    from mbench.runfiles import read_trec_run, write_circo_submission, write_trec_run
 
     first_dir = Path(first_stage_dir).resolve()
     first = read_result(first_dir)
@@ -509,10 +435,11 @@ def rerank_result(
     out_dir.mkdir(parents=True, exist_ok=True)
     # result.json goes last: until it is there the directory is not a complete result.
     (out_dir / RESULT_FILE).unlink(missing_ok=True)
-    run_bytes = format_trec_run(
-        data.queries.ids, output.ranking, output.scores, data.pool.ids, tag=f"mbench-{rerank_dir_name(name, top_k)}"
+    pool_ids = np.asarray(data.pool.ids + [None], dtype=object)  # index -1 (padding) -> None
+    write_trec_run(
+        out_dir / RUN_FILE, data.queries.ids, pool_ids[output.ranking], output.scores,
+        tag=f"mbench-{rerank_dir_name(name, top_k)}",
     )
-    atomic_write_bytes(out_dir / RUN_FILE, gzip.compress(run_bytes, mtime=0))
     _write_rerank_scores(out_dir / RERANK_SCORES_FILE, data, output)
     if per_query:
         write_per_query(out_dir / PER_QUERY_FILE, list(data.queries.ids), per_query)
