@@ -151,7 +151,7 @@ def read_columns(
         try:
             table = pa_csv.read_csv(
                 pa.py_buffer(data),
-                read_options=pa_csv.ReadOptions(column_names=names, block_size=1 << 24),
+                read_options=pa_csv.ReadOptions(column_names=names),
                 parse_options=pa_csv.ParseOptions(delimiter=sep, quote_char=False),
                 # Empty strings become nulls so that a doubled delimiter (an empty field) shows up.
                 convert_options=pa_csv.ConvertOptions(
@@ -164,7 +164,8 @@ def read_columns(
             return None
         return table
 
-    table = parse(raw) if raw.strip() else _empty_table(names, types)
+    # isspace() stops at the first other byte: O(1) on any real file, unlike strip().
+    table = _empty_table(names, types) if not raw or raw.isspace() else parse(raw)
     if table is None and delimiter is None:
         # Aligned files (several spaces between fields, indented lines) are valid TREC input:
         # collapse the runs of spaces and strip each line, then parse again.

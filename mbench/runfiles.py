@@ -111,9 +111,12 @@ def read_trec_run(path: str | Path, *, dedupe: str = "error", depth: int | None 
     d_code, docids = _encode(table["docid"])
 
     key = q_code * max(len(docids), 1) + d_code
-    sorted_key = np.sort(key)
-    if np.any(sorted_key[1:] == sorted_key[:-1]):
-        keep = _deduplicate(path, key, q_code, d_code, q_uniques, docids, dedupe)
+    repeated = _repeated_rows(key)
+    if repeated.size:
+        if dedupe == "error":
+            raise _duplicate_error(path, key, int(repeated[0]), q_uniques[q_code[repeated[0]]], docids[d_code[repeated[0]]])
+        keep = np.ones(key.size, dtype=bool)
+        keep[repeated] = False
         table, scores, q_code, d_code = table.filter(pa.array(keep)), scores[keep], q_code[keep], d_code[keep]
 
     # Queries in string order; within a query trec_eval's order: score, then docid, descending.
@@ -129,26 +132,23 @@ def read_trec_run(path: str | Path, *, dedupe: str = "error", depth: int | None 
     return Run(q_uniques[q_order], ranking, ranked_scores, docids, tag)
 
 
-def _deduplicate(
-    path: str | Path,
-    key: np.ndarray,
-    q_code: np.ndarray,
-    d_code: np.ndarray,
-    q_uniques: np.ndarray,
-    docids: np.ndarray,
-    dedupe: str,
-) -> np.ndarray:
-    """The rows to keep (first occurrences); with ``dedupe="error"``, the error naming the first repeat."""
-    import pandas as pd
+def _repeated_rows(key: np.ndarray) -> np.ndarray:
+    """Rows, in file order, whose key appeared on an earlier row (empty when every key is unique)."""
+    sorted_key = np.sort(key)
+    twice = np.unique(sorted_key[1:][sorted_key[1:] == sorted_key[:-1]])
+    if twice.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    # Only the few rows holding a repeated key are examined further.
+    involved = np.flatnonzero(twice[np.minimum(np.searchsorted(twice, key), twice.size - 1)] == key)
+    _, first = np.unique(key[involved], return_index=True)
+    return np.setdiff1d(involved, involved[first])
 
-    repeated = pd.Series(key).duplicated(keep="first").to_numpy()
-    if dedupe == "first":
-        return ~repeated
-    row = int(np.argmax(repeated))
+
+def _duplicate_error(path: str | Path, key: np.ndarray, row: int, qid: str, docid: str) -> MbenchError:
+    """The error for a (qid, docid) pair repeated on ``row``, naming both lines."""
     first = int(np.flatnonzero(key == key[row])[0])
     lines = lines_of_rows(path, [first, row])
-    qid, docid = q_uniques[q_code[row]], docids[d_code[row]]
-    raise MbenchError(
+    return MbenchError(
         f"{path}:{lines[row][0]}: document {docid!r} is listed twice for query {qid!r} (first at line "
         f"{lines[first][0]}): {lines[row][1].strip()!r}; pass --dedupe first to keep the first occurrence"
     )

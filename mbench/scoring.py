@@ -48,29 +48,27 @@ def score_run(run: Run, qrels: Qrels, metrics: Sequence[str | Metric], *, comple
         if metric.family == "circo_recall" and qrels.targets is None:
             raise MbenchError(f"{metric.name} needs per-query targets: give CIRCO annotations as QRELS (got {qrels.format} qrels)")
 
-    run_rows = pd.Index(run.qids)
-    in_qrels = pd.Index(qrels.query_ids)
-    shared = run_rows.isin(in_qrels)
-    if not shared.any():
+    in_qrels = _positions(run.qids, qrels.query_ids) >= 0
+    if not in_qrels.any():
         raise MbenchError(
             f"no query of the run is in the qrels: run query ids look like {list(run.qids[:3])}, "
             f"qrels query ids like {list(qrels.query_ids[:3])}"
         )
-    qids = np.sort(np.asarray(qrels.query_ids, dtype=object)) if complete else np.asarray(run.qids[shared], dtype=object)
-    row_in_run = run_rows.get_indexer(qids)
-
+    qids = np.sort(np.asarray(qrels.query_ids, dtype=object)) if complete else np.asarray(run.qids[in_qrels], dtype=object)
+    row_in_run = _positions(qids, run.qids)
+    ranked = row_in_run >= 0
     ranking = np.full((qids.size, run.depth), -1, dtype=np.int64)
-    ranking[row_in_run >= 0] = run.ranking[row_in_run[row_in_run >= 0]]
+    ranking[ranked] = run.ranking[row_in_run[ranked]]
 
     # Documents judged (or targeted) but never retrieved get indices after the run's vocabulary.
     extra_ids = list(qrels.targets.values()) if qrels.targets is not None else []
     judged_and_targets = np.concatenate([np.asarray(qrels.docids, dtype=object), np.array(extra_ids, dtype=object)])
-    cand = pd.Index(run.docids).get_indexer(judged_and_targets)
+    cand = _positions(judged_and_targets, run.docids)
     unseen = cand < 0
     cand[unseen] = len(run.docids) + pd.factorize(judged_and_targets[unseen])[0]
     judged_cand, target_cand = cand[: len(qrels.docids)], cand[len(qrels.docids) :]
 
-    query_row = pd.Index(qids).get_indexer(qrels.qids)
+    query_row = _positions(qrels.qids, qids)
     kept = query_row >= 0
     relevance = Relevance.from_pairs(query_row[kept], judged_cand[kept], qrels.grades[kept], qids.size)
 
@@ -83,6 +81,15 @@ def score_run(run: Run, qrels: Qrels, metrics: Sequence[str | Metric], *, comple
     return RunScores(
         qids=qids,
         per_query=results.per_query,
-        skipped_run_queries=int((~shared).sum()),
-        missing_run_queries=int((~in_qrels.isin(run_rows)).sum()),
+        skipped_run_queries=int((~in_qrels).sum()),
+        missing_run_queries=int((_positions(qrels.query_ids, run.qids) < 0).sum()),
     )
+
+
+def _positions(values: np.ndarray, universe: np.ndarray) -> np.ndarray:
+    """For each value, its index in ``universe`` (unique strings), or -1 when absent; hash-based."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    found = pc.index_in(pa.array(values, type=pa.string()), value_set=pa.array(universe, type=pa.string()))
+    return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)

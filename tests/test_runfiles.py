@@ -97,9 +97,10 @@ def test_a_repeated_query_document_pair_is_an_error_naming_both_lines(tmp_path):
 
 
 def test_dedupe_first_keeps_the_first_occurrence_and_its_score(tmp_path):
-    path = write(tmp_path / "run.txt", "q Q0 a 1 1 t\nq Q0 b 2 2 t\nq Q0 a 3 9 t\n")
-    run = read_trec_run(path, dedupe="first")
+    lines = ["q Q0 a 1 1 t", "q Q0 b 2 2 t", "q Q0 a 3 9 t", "r Q0 a 1 5 t", "q Q0 b 4 7 t", "q Q0 a 5 3 t"]
+    run = read_trec_run(write(tmp_path / "run.txt", "\n".join(lines)), dedupe="first")
     assert ranked_ids(run, 0) == ["b", "a"] and run.scores[0].tolist() == [2.0, 1.0]
+    assert ranked_ids(run, 1) == ["a"] and run.scores[1, 0] == 5.0
 
 
 def test_depth_keeps_only_the_top_documents(tmp_path):
