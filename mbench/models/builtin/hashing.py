@@ -56,6 +56,7 @@ class HashingRetriever:
         nan_ids: str = "",
         call_log: Path | None = None,
         delay: float = 0.0,
+        checkpoint: Path | None = None,
         device: str = "cpu",
         dtype: str = "float32",
     ) -> None:
@@ -72,13 +73,23 @@ class HashingRetriever:
         self.delay = delay
         self.encode_calls = 0
         self.items_encoded = 0
+        # A "weights" file: its bytes seed the projection and its digest is the revision, so the
+        # harness's checkpoint handling (a changed file misses the cache) can be tested end to end.
+        revision = f"seed-{seed}"
+        if checkpoint is not None:
+            from mbench.models.base import file_digest
+
+            if not Path(checkpoint).is_file():
+                raise MbenchError(f"hash-embed: checkpoint file not found: {checkpoint}")
+            revision = file_digest(checkpoint)
+            seed = int(revision.split(":")[1][:12], 16) ^ seed
         generator = torch.Generator().manual_seed(seed)
         projection = torch.randn(3 * image_size * image_size, dim, generator=generator, dtype=torch.float32)
         self._projection = projection.to(self.device, self.dtype)
         self.meta = ModelMeta(
             name="hash-embed",
             version=PLUGIN_VERSION,
-            revision=f"seed-{seed}",
+            revision=revision,
             query_modalities=parse_modalities(query_modalities, "query_modalities"),
             cand_modalities=parse_modalities(cand_modalities, "cand_modalities"),
             dim=dim,

@@ -1,0 +1,135 @@
+"""`mbench run`: evaluate a model on tasks (groups expand), cached and resumable."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from mbench.engine.instructions import INSTRUCTION_POLICIES
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `mbench run`."""
+    parser.add_argument("--model", required=True, help="registered model name, alias, or package.module:factory")
+    parser.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
+                        help="argument of the model's factory (repeatable)")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="allow models that ship their own Python code (e.g. nvidia/MM-Embed) to run it")
+    parser.add_argument("--tasks", required=True, help="comma-separated task or group names (e.g. mbeir, mteb.scifact)")
+    parser.add_argument("--pool", default="local", help="candidate pool: local (default) or global (M-BEIR union pool)")
+    parser.add_argument("--data-dir", type=Path, default=None, help="data root (default: $MBENCH_DATA)")
+    parser.add_argument("--results-dir", type=Path, default=None, help="results root (default: $MBENCH_RESULTS or ./results)")
+    parser.add_argument("--cache-dir", type=Path, default=None, help="cache root (default: $MBENCH_CACHE or ~/.cache/mbench)")
+    parser.add_argument("--tasks-dir", action="append", default=[], help="extra directory of task YAMLs (repeatable)")
+    parser.add_argument("--instruction-policy", choices=INSTRUCTION_POLICIES, default="first",
+                        help="which instruction each query gets (default: first, as the MM-Embed paper)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the 'seeded' instruction policy")
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
+    parser.add_argument("--batch-size", type=int, default=64, help="items per encoder call")
+    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers decoding images")
+    parser.add_argument("--depth", type=int, default=None,
+                        help="ranking depth kept (default: the largest metric k, the task's depth, at least 100)")
+    parser.add_argument("--search-backend", choices=("torch", "faiss"), default="torch")
+    parser.add_argument("--shard-size", type=int, default=8192,
+                        help="items per stored embedding shard: the most a killed run recomputes")
+    parser.add_argument("--overwrite", action="store_true", help="recompute results that already exist")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the model once, evaluate every task, print a table of main metrics."""
+    from mbench.engine.pipeline import RunOptions, run_task
+    from mbench.engine.store import EmbeddingStore, default_store_root
+    from mbench.errors import MbenchError
+    from mbench.models.registry import accepted_args, build_model, parse_model_args, resolve_factory
+    from mbench.results import default_results_dir
+    from mbench.tasks import expand_task_names, load_task_spec
+
+    if args.batch_size < 1 or args.num_workers < 0 or args.shard_size < 1:
+        raise MbenchError("--batch-size and --shard-size must be >= 1 and --num-workers >= 0")
+    requested = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    names = expand_task_names(requested, args.tasks_dir)
+    specs = [load_task_spec(name, args.tasks_dir) for name in names]
+    for spec in specs:
+        if args.pool not in spec.pools and spec.pools:
+            raise MbenchError(f"task {spec.name} has no pool {args.pool!r} (its pools: {', '.join(spec.pools)})")
+    model_args = parse_model_args(args.model_arg)
+    if args.trust_remote_code:
+        factory, _ = resolve_factory(args.model)
+        if "trust_remote_code" not in {a.name for a in accepted_args(factory)[0]}:
+            raise MbenchError(f"model {args.model!r} runs no remote code; drop --trust-remote-code")
+        model_args.setdefault("trust_remote_code", "true")
+    device = args.device or _default_device()
+    options = RunOptions(
+        pool=args.pool,
+        data_dir=args.data_dir,
+        results_dir=args.results_dir or default_results_dir(),
+        cache_dir=args.cache_dir,
+        tasks_dirs=tuple(args.tasks_dir),
+        instruction_policy=args.instruction_policy,
+        seed=args.seed,
+        device=device,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        depth=args.depth,
+        search_backend=args.search_backend,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+        shard_size=args.shard_size,
+    )
+    model = build_model(args.model, model_args, device=device)
+    specs = _compatible_tasks(model.meta, specs, set(requested))
+    store = EmbeddingStore(default_store_root(args.cache_dir))
+    outcomes = []
+    for spec in specs:
+        outcome = run_task(model, model_args, spec, options, store=store)
+        status = "computed" if outcome.computed else "exists (use --overwrite to recompute)"
+        print(f"{spec.name} [{args.pool}]: {status} -> {outcome.directory}", file=sys.stderr)
+        outcomes.append((spec, outcome))
+    print(_summary_table(model.meta.name, outcomes))
+    return 0
+
+
+def _compatible_tasks(meta: object, specs: list, named: set[str]) -> list:
+    """Tasks the model can run. A task named explicitly must be runnable; tasks that came from a
+    group and need modalities the model lacks are skipped with a notice, so `--tasks mini` runs
+    a text model on the group's text tasks."""
+    from mbench.errors import MbenchError
+    from mbench.models.base import check_modalities
+
+    kept, skipped = [], []
+    for spec in specs:
+        try:
+            check_modalities(meta, spec.query_modality, spec.cand_modality, spec.name)
+        except MbenchError:
+            if spec.name in named:
+                raise
+            skipped.append(f"{spec.name} ({spec.query_modality} -> {spec.cand_modality})")
+            continue
+        kept.append(spec)
+    if skipped:
+        print(f"skipping {len(skipped)} task(s) whose modalities {meta.name} lacks: {', '.join(skipped)}", file=sys.stderr)
+    if not kept:
+        raise MbenchError(f"model {meta.name!r} can run none of the requested tasks (all need modalities it lacks)")
+    return kept
+
+
+def _summary_table(model_name: str, outcomes: list) -> str:
+    """Main metric per task (x100, two decimals), as a plain table."""
+    from tabulate import tabulate
+
+    rows = []
+    for spec, outcome in outcomes:
+        record = outcome.record
+        main = record.get("main_metric")
+        value = record.get("metrics", {}).get(main) if main else None
+        rows.append([spec.name, record.get("pool"), main or "-", "-" if value is None else f"{100 * value:.2f}",
+                     record.get("n_queries")])
+    return f"model: {model_name}\n" + tabulate(rows, headers=["task", "pool", "main metric", "x100", "queries"])

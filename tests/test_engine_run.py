@@ -1,0 +1,232 @@
+"""`mbench run` end to end on the mini benchmark with the deterministic hash-embed plugin:
+caching, resume after SIGKILL, corruption recovery, batch-size invariance, encode-once pools.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mbench.cli import main
+from mbench.runfiles import read_run
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def env(tmp_path, monkeypatch):
+    """An isolated cache and results directory; the mini benchmark is generated into the cache."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("MBENCH_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return {"cache": cache, "results": tmp_path / "results", "log": tmp_path / "calls.log", "tmp": tmp_path}
+
+
+def run_cli(env, *extra: str, log: bool = True) -> int:
+    args = ["run", "--model", "hash-embed", "--results-dir", str(env["results"]), "--cache-dir", str(env["cache"]),
+            "--no-progress", *extra]
+    if log:
+        args += ["--model-arg", f"call_log={env['log']}"]
+    return main(args)
+
+
+def encoded_items(env) -> list[tuple[str, str]]:
+    """(role, item id) of every item the plugin encoded, across processes."""
+    if not env["log"].exists():
+        return []
+    return [tuple(line.split("\t")[1:]) for line in env["log"].read_text().splitlines()]
+
+
+def result_of(env, task: str, pool: str = "local") -> dict:
+    [path] = env["results"].glob(f"hash-embed/*/{task}/{pool}/result.json")
+    return json.loads(path.read_text())
+
+
+def run_file_lines(env, task: str, pool: str = "local") -> list[str]:
+    [path] = env["results"].glob(f"hash-embed/*/{task}/{pool}/run.trec.gz")
+    return gzip.open(path, "rt").read().splitlines()
+
+
+def test_run_writes_result_run_file_and_per_query_scores(env):
+    assert run_cli(env, "--tasks", "mini.beir.towns") == 0
+    record = result_of(env, "mini.beir.towns")
+    assert record["task"] == "mini.beir.towns" and record["pool"] == "local"
+    assert record["n_queries"] == 50 and record["depth"] == 100
+    assert set(record["metrics"]) >= {"ndcg@10", "recall@100"}
+    assert record["model"]["name"] == "hash-embed" and len(record["model"]["fingerprint"]) == 64
+    assert set(record["timings"]) >= {"load", "encode_queries", "encode_candidates", "search", "metrics", "write"}
+    [directory] = env["results"].glob("hash-embed/*/mini.beir.towns/local")
+    assert (directory / "per_query.parquet").is_file()
+
+
+def test_run_file_scores_the_same_under_mbench_score(env, capsys):
+    run_cli(env, "--tasks", "mini.beir.towns")
+    record = result_of(env, "mini.beir.towns")
+    [directory] = env["results"].glob("hash-embed/*/mini.beir.towns/local")
+    qrels = env["cache"] / "data" / "mini-v1" / "beir" / "towns" / "qrels" / "test.tsv"
+    capsys.readouterr()
+    assert main(["score", str(directory / "run.trec.gz"), str(qrels), "--metrics", ",".join(record["metrics"]),
+                 "--format", "json"]) == 0
+    scored = json.loads(capsys.readouterr().out)["all"]
+    for name, value in record["metrics"].items():
+        assert scored[name] == pytest.approx(value, abs=1e-12), name
+
+
+def test_second_run_encodes_nothing_and_skips_the_existing_result(env):
+    run_cli(env, "--tasks", "mini.beir.towns")
+    first = len(encoded_items(env))
+    assert first == 50 + 200
+    run_cli(env, "--tasks", "mini.beir.towns", "--overwrite")
+    assert len(encoded_items(env)) == first  # every embedding came from the store
+
+
+def test_changed_model_arg_misses_the_cache(env):
+    run_cli(env, "--tasks", "mini.beir.towns")
+    run_cli(env, "--tasks", "mini.beir.towns", "--model-arg", "ngram=4")
+    assert len(encoded_items(env)) == 2 * (50 + 200)
+
+
+def test_changed_checkpoint_file_misses_the_cache_and_an_unchanged_one_hits(env):
+    checkpoint = env["tmp"] / "weights.bin"
+    checkpoint.write_bytes(b"step-1000")
+    run_cli(env, "--tasks", "mini.beir.towns", "--model-arg", f"checkpoint={checkpoint}")
+    run_cli(env, "--tasks", "mini.beir.towns", "--model-arg", f"checkpoint={checkpoint}", "--overwrite")
+    assert len(encoded_items(env)) == 250
+    checkpoint.write_bytes(b"step-2000")
+    run_cli(env, "--tasks", "mini.beir.towns", "--model-arg", f"checkpoint={checkpoint}")
+    assert len(encoded_items(env)) == 500
+
+
+def test_changed_instruction_misses_the_query_cache_only(env):
+    # webqa.t2t carries four instructions: `first` and `none` hand different text to the queries.
+    run_cli(env, "--tasks", "mini.mbeir.webqa.t2t")
+    run_cli(env, "--tasks", "mini.mbeir.webqa.t2t", "--instruction-policy", "none", "--overwrite")
+    calls = encoded_items(env)
+    assert sum(role == "query" for role, _ in calls) == 2 * 20
+    assert sum(role == "candidate" for role, _ in calls) == 60
+    assert result_of(env, "mini.mbeir.webqa.t2t")["instruction_policy"] == "none"
+
+
+def test_result_records_the_instructions_handed_to_the_model(env):
+    from mbench.tasks import load_task_spec
+
+    run_cli(env, "--tasks", "mini.mbeir.webqa.t2t", "--instruction-policy", "seeded", "--seed", "7")
+    record = result_of(env, "mini.mbeir.webqa.t2t")
+    spec = load_task_spec("mini.mbeir.webqa.t2t")
+    assert record["instruction_policy"] == "seeded" and record["seed"] == 7
+    assert set(record["instructions"]) <= set(spec.instructions) and len(record["instructions"]) > 1
+
+
+@pytest.mark.parametrize("batch_size", ["7", "64"])
+def test_rankings_are_identical_for_batch_sizes_1_7_and_64(env, batch_size):
+    run_cli(env, "--tasks", "mini.mbeir.cirr.it2i", "--batch-size", "1", "--results-dir", str(env["tmp"] / "r1"))
+    reference = (env["tmp"] / "r1").glob("hash-embed/*/mini.mbeir.cirr.it2i/local/run.trec.gz")
+    reference_lines = gzip.open(next(reference), "rt").read()
+    # A fresh cache, so the embeddings are really recomputed with the other batch size.
+    env2 = {**env, "cache": env["tmp"] / f"cache{batch_size}", "results": env["tmp"] / f"r{batch_size}"}
+    run_cli(env2, "--tasks", "mini.mbeir.cirr.it2i", "--batch-size", batch_size)
+    assert "\n".join(run_file_lines(env2, "mini.mbeir.cirr.it2i")) + "\n" == reference_lines
+
+
+def test_global_pool_of_the_16_mini_mbeir_tasks_encodes_each_candidate_once(env):
+    assert run_cli(env, "--tasks", "mini.mbeir", "--pool", "global") == 0
+    candidates = [item for role, item in encoded_items(env) if role == "candidate"]
+    assert len(candidates) == len(set(candidates)) == 834
+    # The local pools are the same content: running them afterwards encodes no candidate again.
+    run_cli(env, "--tasks", "mini.mbeir", "--pool", "local")
+    assert len([1 for role, _ in encoded_items(env) if role == "candidate"]) == 834
+
+
+def test_non_finite_embedding_is_an_error_naming_the_item_and_keeps_earlier_shards(env, capsys):
+    args = ("--tasks", "mini.beir.towns", "--shard-size", "64", "--model-arg", "nan_ids=doc150")
+    assert run_cli(env, *args) == 2
+    assert "'doc150'" in capsys.readouterr().err
+    # The queries and the candidate shards finished before the bad one are stored: running the
+    # same command again encodes only (part of) the shard that holds doc150.
+    before = len(encoded_items(env))
+    assert run_cli(env, *args) == 2
+    again = encoded_items(env)[before:]
+    assert not [1 for role, _ in again if role == "query"]
+    assert 0 < len(again) <= 64
+
+
+def _corrupt_first_shard(cache: Path, how: str) -> Path:
+    shards = sorted(cache.glob("embeddings/*/shard-000000-*.npy"))
+    victim = max(shards, key=lambda p: p.stat().st_size)
+    data = bytearray(victim.read_bytes())
+    if how == "truncate":
+        data = data[: len(data) // 2]
+    else:
+        data[-3] ^= 0x10
+    victim.write_bytes(bytes(data))
+    return victim
+
+
+@pytest.mark.parametrize("how", ["truncate", "bitflip"])
+def test_corrupted_shard_is_recomputed_by_the_next_run_not_served(env, how):
+    run_cli(env, "--tasks", "mini.beir.towns")
+    expected = run_file_lines(env, "mini.beir.towns")
+    _corrupt_first_shard(env["cache"], how)
+    assert main(["cache", "verify", "--cache-dir", str(env["cache"])]) == 2
+    before = len(encoded_items(env))
+    run_cli(env, "--tasks", "mini.beir.towns", "--overwrite")
+    assert len(encoded_items(env)) - before == 200  # exactly the corrupted shard (the whole pool)
+    assert run_file_lines(env, "mini.beir.towns") == expected
+
+
+def test_run_killed_during_encoding_resumes_without_reencoding_finished_shards(env):
+    """SIGKILL a real `mbench run` mid-encoding, rerun, and compare with an uninterrupted run."""
+    command = [sys.executable, "-m", "mbench", "run", "--model", "hash-embed", "--tasks", "mini.beir.towns",
+               "--results-dir", str(env["results"]), "--cache-dir", str(env["cache"]), "--no-progress",
+               "--shard-size", "20", "--batch-size", "5", "--model-arg", f"call_log={env['log']}",
+               "--model-arg", "delay=0.01"]
+    child = subprocess.Popen(command, env={**os.environ}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    # Kill once some candidate shards are stored (after the 50 queries, 3 shards of 20).
+    while time.monotonic() < deadline:
+        if sum(role == "candidate" for role, _ in encoded_items(env)) >= 70:
+            break
+        time.sleep(0.05)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert not list(env["results"].glob("hash-embed/*/mini.beir.towns/local/result.json"))
+    killed = encoded_items(env)
+    done_candidates = {item for role, item in killed if role == "candidate"}
+    assert 0 < len(done_candidates) < 200
+
+    subprocess.run(command[:-2] + ["--model-arg", "delay=0"], check=True, env={**os.environ},
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    resumed = [item for role, item in encoded_items(env)[len(killed):] if role == "candidate"]
+    # Stored shards (whole multiples of 20) were not encoded again; at most the shard in flight was.
+    stored = len(done_candidates) // 20 * 20
+    assert len(resumed) == 200 - stored
+    assert len(set(resumed) & done_candidates) == len(done_candidates) - stored
+
+    uninterrupted = {**env, "cache": env["tmp"] / "fresh-cache", "results": env["tmp"] / "fresh-results"}
+    run_cli(uninterrupted, "--tasks", "mini.beir.towns", "--shard-size", "20", log=False)
+    assert run_file_lines(env, "mini.beir.towns") == run_file_lines(uninterrupted, "mini.beir.towns")
+    assert result_of(env, "mini.beir.towns")["metrics"] == result_of(uninterrupted, "mini.beir.towns")["metrics"]
+
+
+def test_model_refused_on_a_task_whose_modality_it_lacks(env, capsys):
+    code = run_cli(env, "--tasks", "mini.mbeir.cirr.it2i", "--model-arg", "query_modalities=text", log=False)
+    assert code == 2
+    assert "cannot run task 'mini.mbeir.cirr.it2i'" in capsys.readouterr().err
+
+
+def test_read_back_run_has_the_depth_of_the_task(env):
+    run_cli(env, "--tasks", "mini.mbeir.webqa.t2t")
+    [path] = env["results"].glob("hash-embed/*/mini.mbeir.webqa.t2t/local/run.trec.gz")
+    run = read_run(path)
+    # depth 100 requested, 60 candidates in the pool: every query ranks the whole pool.
+    assert run.n_queries == 20 and run.depth == 60
+    assert np.all(run.ranking >= 0)
