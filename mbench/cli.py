@@ -17,6 +17,7 @@ from mbench.errors import MbenchError
 
 # name -> (module, one-line help). Order is the order shown by `mbench --help`.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("mbench.commands.run", "evaluate a model on tasks or groups: cached encoding, exact search, results with provenance"),
     "score": ("mbench.commands.score", "score a TREC run or CIRCO submission against qrels (a fast trec_eval)"),
     "ls": ("mbench.commands.ls", "list tasks, groups or models (--names: one per line)"),
     "validate": ("mbench.commands.validate", "check tasks and their data: files, counts, ids, images (exit 0 only if valid)"),
