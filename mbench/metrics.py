@@ -131,8 +131,11 @@ class Relevance:
             raise ValueError("query_index, cand_index and grades must have the same length")
         if q.size and (q.min() < 0 or q.max() >= n_queries):
             raise ValueError(f"query_index out of range for {n_queries} queries")
-        order = np.lexsort((c, q))
-        q, c, g = q[order], c[order], g[order]
+        if c.size and c.min() < 0:
+            raise ValueError("cand_index must be >= 0")
+        order = _row_major_order(q, c, n_queries)
+        if order is not None:
+            q, c, g = q[order], c[order], g[order]
         repeated = np.flatnonzero((q[1:] == q[:-1]) & (c[1:] == c[:-1]))
         if repeated.size:
             i = repeated[0]
@@ -166,6 +169,22 @@ class Relevance:
         return Relevance(indptr, self.indices[take], self.grades[take])
 
 
+def _row_major_order(rows: np.ndarray, cands: np.ndarray, n_rows: int) -> np.ndarray | None:
+    """The permutation sorting (row, candidate) pairs, or None when they are already sorted."""
+    if rows.size < 2:
+        return None
+    width = int(cands.max()) + 1
+    if n_rows * width < 2**62:
+        # One packed int64 key per pair: a single sort is several times cheaper than lexsort, and
+        # inputs that arrive sorted (most qrels files) skip sorting altogether.
+        keys = rows * width + cands
+        if np.all(keys[1:] >= keys[:-1]):
+            return None
+        # Stability is irrelevant: equal keys are repeated judgments, which callers reject.
+        return np.argsort(keys)
+    return np.lexsort((cands, rows))
+
+
 @dataclass(frozen=True)
 class MetricResults:
     """Per-query values of each metric (float64 arrays, one entry per query row)."""
@@ -184,43 +203,86 @@ class MetricResults:
 def ranked_grades(ranking: np.ndarray, relevance: Relevance) -> np.ndarray:
     """The grade of every ranked candidate (0 for unjudged and padding), same shape as ``ranking``."""
     ranking = np.asarray(ranking, dtype=np.int64)
+    if ranking.ndim != 2:
+        raise ValueError("ranking must be a 2-d array (n_queries x depth)")
     n_queries, depth = ranking.shape
     if n_queries != relevance.n_queries:
         raise ValueError(f"ranking has {n_queries} rows but relevance has {relevance.n_queries} queries")
-    grades = np.zeros(ranking.shape, dtype=np.int64)
-    if relevance.indices.size == 0 or depth == 0:
-        return grades
-    # One sorted key per judgment, (row, candidate) packed into an int64, looked up by binary search.
-    width = int(max(relevance.indices.max(), ranking.max(initial=0))) + 1
-    keys = relevance.row_ids() * width + relevance.indices
-    order = np.argsort(keys, kind="stable")
-    keys, sorted_grades = keys[order], relevance.grades[order]
-    present = ranking >= 0
-    lookup = (np.arange(n_queries, dtype=np.int64)[:, None] * width + ranking)[present]
-    pos = np.searchsorted(keys, lookup)
-    pos_clipped = np.minimum(pos, keys.size - 1)
-    found = keys[pos_clipped] == lookup
-    grades[present] = np.where(found, sorted_grades[pos_clipped], 0)
-    return grades
+    if ranking.size and ranking.min() < -1:
+        raise ValueError("ranking holds candidate indices >= 0, or -1 for padding; found a value below -1")
+    if relevance.indices.size == 0 or ranking.size == 0:
+        return np.zeros(ranking.shape, dtype=np.int64)
+    indptr, indices, grades = _sorted_rows(relevance)
+    # One int64 key per judgment, (row, candidate + 1), sorted because the rows are; a ranked
+    # candidate is found by one binary search. Padding (-1) maps to (row, 0), which no judgment has.
+    width = int(max(indices.max(), ranking.max())) + 2
+    if n_queries * width >= 2**62:
+        raise ValueError(f"{n_queries} queries x {width} candidate indices is too large to index")
+    keys = np.repeat(np.arange(n_queries, dtype=np.int64) * width, np.diff(indptr)) + (indices + 1)
+    lookup = (np.arange(n_queries, dtype=np.int64)[:, None] * width + (ranking + 1)).reshape(-1)
+    pos = np.minimum(np.searchsorted(keys, lookup), keys.size - 1)
+    found = keys[pos] == lookup
+    return np.where(found, grades[pos], 0).reshape(ranking.shape)
+
+
+def _sorted_rows(relevance: Relevance) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """indptr, indices and grades with each row's indices strictly increasing (sorted if needed)."""
+    indptr, indices, grades = relevance.indptr, relevance.indices, relevance.grades
+    starts_row = np.zeros(indices.size, dtype=bool)
+    starts_row[indptr[:-1][indptr[:-1] < indices.size]] = True
+    if not np.any((indices[1:] <= indices[:-1]) & ~starts_row[1:]):
+        return indptr, indices, grades
+    rows = relevance.row_ids()
+    order = _row_major_order(rows, indices, relevance.n_queries)
+    if order is not None:
+        indices, grades = indices[order], grades[order]
+    if np.any((indices[1:] == indices[:-1]) & (rows[1:] == rows[:-1])):
+        raise ValueError("Relevance judges some candidate twice for the same query")
+    return indptr, indices, grades
 
 
 def _discounts(k: int) -> np.ndarray:
+    """1 / log2(i + 1) for ranks i = 1..k, trec_eval's nDCG discount."""
     return 1.0 / np.log2(np.arange(2, k + 2, dtype=np.float64))
+
+
+# Up to this many distinct positive grades, the ideal DCG is built grade level by grade level
+# (a few linear passes); beyond it, by sorting every row's gains.
+_MAX_GRADE_LEVELS = 8
 
 
 def _ideal_dcg(relevance: Relevance, k: int) -> np.ndarray:
     """Per query, the DCG of the judged positive grades sorted descending, cut at k."""
+    n_queries = relevance.n_queries
     positive = relevance.grades > 0
     rows = relevance.row_ids()[positive]
-    gains = relevance.grades[positive].astype(np.float64)
-    order = np.lexsort((-gains, rows))
-    rows, gains = rows[order], gains[order]
-    first_of_row = np.searchsorted(rows, rows, side="left")
-    position = np.arange(rows.size) - first_of_row
+    gains = relevance.grades[positive]
+    if gains.size == 0:
+        return np.zeros(n_queries, dtype=np.float64)
+    top = int(gains.max())
+    levels = np.flatnonzero(np.bincount(gains)) if top <= 4096 else None
+    if levels is not None and levels.size <= _MAX_GRADE_LEVELS:
+        # The ideal ranking puts each query's gains of the highest level first, then the next:
+        # level g occupies positions [start, start + count_g), worth g x the discounts there.
+        cum_discount = np.concatenate(([0.0], np.cumsum(_discounts(k))))
+        ideal = np.zeros(n_queries, dtype=np.float64)
+        start = np.zeros(n_queries, dtype=np.int64)
+        for grade in levels[::-1]:
+            end = start + np.bincount(rows[gains == grade], minlength=n_queries)
+            ideal += grade * (cum_discount[np.minimum(end, k)] - cum_discount[np.minimum(start, k)])
+            start = end
+        return ideal
+    # Rows are already sorted; sorting packed (row, top - grade) keys orders each row's gains
+    # descending without moving rows, and sorting keys is far cheaper than a lexsort.
+    span = top + 1
+    if n_queries * span < 2**62:
+        gains = span - 1 - (np.sort(rows * span + (span - 1 - gains)) - rows * span)
+    else:
+        gains = gains[np.lexsort((-gains, rows))]
+    counts = np.bincount(rows, minlength=n_queries)
+    position = np.arange(rows.size) - (np.cumsum(counts) - counts)[rows]
     keep = position < k
-    return np.bincount(
-        rows[keep], weights=gains[keep] * _discounts(k)[position[keep]], minlength=relevance.n_queries
-    )
+    return np.bincount(rows[keep], weights=gains[keep] * _discounts(k)[position[keep]], minlength=n_queries)
 
 
 def _safe_divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -248,16 +310,29 @@ def evaluate(
     ranking = np.asarray(ranking, dtype=np.int64)
     if ranking.ndim != 2:
         raise ValueError("ranking must be a 2-d array (n_queries x depth)")
+    if ranking.size and ranking.min() < -1:
+        raise ValueError("ranking holds candidate indices >= 0, or -1 for padding; found a value below -1")
+    # Every metric looks at the top k only: cutting the ranking to the largest k first makes the
+    # cost independent of how deep the run is (a top-100 run scored at @10 does a tenth of the work).
+    ranking = ranking[:, : required_depth(parsed)]
     n_queries, depth = ranking.shape
     grades = ranked_grades(ranking, relevance)
     is_relevant = grades > 0
-    gains = np.maximum(grades, 0).astype(np.float64)
     num_relevant = relevance.num_relevant().astype(np.float64)
+    families = {metric.family for metric in parsed}
     # Cumulative count of relevant candidates down the ranking: P@i = cum_relevant[:, i-1] / i.
     cum_relevant = np.cumsum(is_relevant, axis=1, dtype=np.float64)
-    precision_at_i = cum_relevant / np.arange(1, depth + 1, dtype=np.float64)
-    sum_precision = np.cumsum(np.where(is_relevant, precision_at_i, 0.0), axis=1)
-    first_relevant = np.where(is_relevant.any(axis=1), is_relevant.argmax(axis=1), depth)
+    if families & {"map", "map_cut"}:
+        precision_at_i = cum_relevant / np.arange(1, depth + 1, dtype=np.float64)
+        sum_precision = np.cumsum(np.where(is_relevant, precision_at_i, 0.0), axis=1)
+    if "mrr" in families:
+        # Position of the first relevant candidate, or -1 if none is ranked (a sentinel of
+        # `depth` would wrongly fall inside k when the ranking is shorter than k). argmax
+        # refuses an empty axis, which a run that retrieved nothing at all has.
+        first_position = is_relevant.argmax(axis=1) if depth else np.zeros(n_queries, dtype=np.int64)
+        first_relevant = np.where(is_relevant.any(axis=1), first_position, -1)
+    if "ndcg" in families:
+        gains = np.maximum(grades, 0).astype(np.float64)
 
     def upto(matrix: np.ndarray, k: int) -> np.ndarray:
         """Column k-1 of a cumulative matrix, where rankings shorter than k keep their last value."""
@@ -279,7 +354,9 @@ def evaluate(
         elif family == "map":
             values = _safe_divide(upto(sum_precision, k), np.minimum(num_relevant, k))
         elif family == "mrr":
-            values = np.where(first_relevant < k, 1.0 / (first_relevant + 1.0), 0.0)
+            within = (first_relevant >= 0) & (first_relevant < k)
+            values = np.zeros(n_queries, dtype=np.float64)
+            values[within] = 1.0 / (first_relevant[within] + 1.0)
         elif family == "ndcg":
             top = gains[:, :k]
             dcg = top @ _discounts(k)[: top.shape[1]]
@@ -290,6 +367,8 @@ def evaluate(
             if targets is None:
                 raise ValueError(f"{metric.name} needs per-query targets")
             target = np.asarray(targets, dtype=np.int64)
+            if target.shape != (n_queries,):
+                raise ValueError(f"{metric.name}: targets must hold one candidate index per query row")
             values = ((ranking[:, :k] == target[:, None]) & (target[:, None] >= 0)).any(axis=1).astype(np.float64)
         else:  # pragma: no cover - parse_metric admits only known families
             raise ValueError(metric.name)
