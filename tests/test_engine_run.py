@@ -230,3 +230,18 @@ def test_read_back_run_has_the_depth_of_the_task(env):
     # depth 100 requested, 60 candidates in the pool: every query ranks the whole pool.
     assert run.n_queries == 20 and run.depth == 60
     assert np.all(run.ranking >= 0)
+
+
+def test_run_with_reranker_writes_the_rerank_result_beside_the_retrieval_one(env, capsys):
+    # OverlapReranker (tests/test_rerank_engine.py) scores shared words: a plugin given as module:factory.
+    code = run_cli(env, "--tasks", "mini.mbeir.webqa.t2t", "--reranker", "test_rerank_engine:OverlapReranker",
+                   "--rerank-top-k", "5", log=False)
+    assert code == 0
+    [first] = env["results"].glob("hash-embed/*/mini.mbeir.webqa.t2t/local")
+    candidates = [p for p in first.iterdir() if p.is_dir() and p.name.startswith("rerank-")]
+    assert len(candidates) == 1
+    record = json.loads((candidates[0] / "result.json").read_text())
+    assert record["kind"] == "rerank" and record["rerank"]["top_k"] == 5
+    assert record["rerank"]["first_stage"]["path"] == str(first.resolve())
+    out = capsys.readouterr().out
+    assert "mini.mbeir.webqa.t2t (rerank)" in out

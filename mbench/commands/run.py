@@ -34,6 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shard-size", type=int, default=8192,
                         help="items per stored embedding shard: the most a killed run recomputes")
     parser.add_argument("--overwrite", action="store_true", help="recompute results that already exist")
+    parser.add_argument("--reranker", default=None,
+                        help="rerank the top-k of every task with this reranker (llava-next-tf, cross-encoder, ...)")
+    parser.add_argument("--reranker-arg", action="append", default=[], metavar="KEY=VALUE",
+                        help="argument of the reranker's factory (repeatable)")
+    parser.add_argument("--rerank-top-k", type=int, default=10, metavar="K", help="candidates reranked per query")
+    parser.add_argument("--rerank-batch-size", type=int, default=8, metavar="N", help="pairs per reranker forward pass")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -93,8 +99,41 @@ def run(args: argparse.Namespace) -> int:
         status = "computed" if outcome.computed else "exists (use --overwrite to recompute)"
         print(f"{spec.name} [{args.pool}]: {status} -> {outcome.directory}", file=sys.stderr)
         outcomes.append((spec, outcome))
+    if args.reranker:
+        outcomes = _rerank_all(args, outcomes, options)
     print(_summary_table(model.meta.name, outcomes))
     return 0
+
+
+def _rerank_all(args: argparse.Namespace, outcomes: list, options: object) -> list:
+    """Rerank every first-stage result; each rerank result is reported after its first stage."""
+    from mbench.data.loader import load_task
+    from mbench.engine.pipeline import TaskOutcome
+    from mbench.engine.rerank import rerank_result
+    from mbench.errors import MbenchError
+    from mbench.models.base import model_kind
+    from mbench.models.registry import build_model, parse_model_args
+    from mbench.results import read_result
+
+    if args.rerank_top_k < 1 or args.rerank_batch_size < 1:
+        raise MbenchError("--rerank-top-k and --rerank-batch-size must be >= 1")
+    reranker_args = parse_model_args(args.reranker_arg)
+    reranker_args.setdefault("batch_size", str(args.rerank_batch_size))
+    reranker = build_model(args.reranker, reranker_args, device=options.device)
+    if model_kind(reranker) != "reranker":
+        raise MbenchError(f"{args.reranker!r} is a {model_kind(reranker)}, not a reranker (it has no score())")
+    out = []
+    for spec, outcome in outcomes:
+        out.append((spec, outcome))
+        data = outcome.data or load_task(spec, data_dir=options.data_dir, pool=options.pool, cache_dir=options.cache_dir)
+        directory = rerank_result(
+            outcome.directory, reranker, top_k=args.rerank_top_k, data=data, spec=spec, cache_dir=options.cache_dir,
+            batch_size=args.rerank_batch_size, progress=options.progress, overwrite=options.overwrite,
+            reranker_name=args.reranker, reranker_args=reranker_args, device=options.device,
+        )
+        print(f"{spec.name} [{options.pool}]: reranked top-{args.rerank_top_k} -> {directory}", file=sys.stderr)
+        out.append((spec, TaskOutcome(f"{spec.name} (rerank)", directory, computed=True, record=read_result(directory))))
+    return out
 
 
 def _compatible_tasks(meta: object, specs: list, named: set[str]) -> list:
@@ -130,6 +169,6 @@ def _summary_table(model_name: str, outcomes: list) -> str:
         record = outcome.record
         main = record.get("main_metric")
         value = record.get("metrics", {}).get(main) if main else None
-        rows.append([spec.name, record.get("pool"), main or "-", "-" if value is None else f"{100 * value:.2f}",
+        rows.append([outcome.task, record.get("pool"), main or "-", "-" if value is None else f"{100 * value:.2f}",
                      record.get("n_queries")])
     return f"model: {model_name}\n" + tabulate(rows, headers=["task", "pool", "main metric", "x100", "queries"])

@@ -52,6 +52,7 @@ class TaskOutcome:
     directory: Path
     computed: bool
     record: dict[str, Any] = field(default_factory=dict)
+    data: TaskData | None = None
 
 
 def ranking_depth(spec: TaskSpec, requested: int | None) -> int:
@@ -380,4 +381,4 @@ def run_task(model: Any, model_args: dict[str, Any], spec: TaskSpec, options: Ru
         "rerank": None,
     }
     record = score_and_write(spec, data, scores, indices, directory, record, timings)
-    return TaskOutcome(spec.name, directory, computed=True, record=record)
+    return TaskOutcome(spec.name, directory, computed=True, record=record, data=data)
