@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("mbench.commands.validate", "check tasks and their data: files, counts, ids, images (exit 0 only if valid)"),
     "rerank": ("mbench.commands.rerank", "rerank the top-k of a stored result (MLLM True/False, cross-encoder) into a rerank result beside it"),
     "check-model": ("mbench.commands.check_model", "run a model plugin through the conformance check on the mini benchmark"),
+    "cache": ("mbench.commands.cache", "inspect, verify and clean the embedding cache (ls | verify | gc)"),
 }
 
 EXIT_BAD_INPUT = 2

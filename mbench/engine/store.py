@@ -1,0 +1,745 @@
+"""The embedding store: content-addressed, sharded, checksummed fp16 matrices on disk.
+
+Layout of one entry (``<root>/<key>/``)::
+
+    manifest.json                 key, n_items, dim, dtype, shard_size, n_shards, created, meta
+    shard-000003.json             the record of shard 3: rows, dim, file name, bytes, sha256
+    shard-000003-1f2e3d4c.npy     its data: an fp16 (rows, dim) ``.npy`` file (no pickle)
+    quarantine/                   shards found corrupted, kept for inspection until `mbench cache gc`
+
+Why this shape:
+
+* Fixed item ranges per shard (``shard_size`` items) make resume independent of worker count
+  and world size: any process can compute any missing shard, e.g. rank r takes
+  ``missing_shards()[r::world_size]``.
+* One record per shard instead of one shared list in the manifest: writers of different
+  shards never touch the same file, so concurrent writers (ranks, array jobs, on NFS too)
+  need no lock for the common path.
+* Every data file has a fresh random suffix and is never modified after its record names it:
+  a rewrite creates a new file and then replaces the record atomically, so a record and the
+  bytes it vouches for can never be mixed up by a concurrent rewrite, and a quarantine of a
+  bad file can never move a good file that another process just wrote.
+* A shard counts only when its record exists, its file exists, has the recorded size, an fp16
+  ``(rows, dim)`` header and the recorded sha256. Anything else is missing; a corrupted file is
+  moved to ``quarantine/`` and recomputed, never served.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import io
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from mbench import __version__
+from mbench.errors import MbenchError
+
+try:  # POSIX only; on other systems the rare manifest rewrite goes unlocked
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None  # type: ignore[assignment]
+
+FORMAT = "mbench-embeddings/1"
+DEFAULT_SHARD_SIZE = 8192
+STORE_DTYPE = np.dtype("<f2")
+MANIFEST = "manifest.json"
+QUARANTINE = "quarantine"
+TMP_SUFFIX = ".tmp"
+_LOCK = ".lock"
+_KEY_RE = re.compile(r"^[0-9a-f]{8,128}$")
+_RECORD_RE = re.compile(r"^shard-(\d{6,})\.json$")
+_DATA_RE = re.compile(r"^shard-(\d{6,})-[0-9a-f]{8}\.npy$")
+_HASH_CHUNK = 8 << 20
+
+
+def default_cache_dir() -> Path:
+    """The mbench cache directory: ``$MBENCH_CACHE`` or ``~/.cache/mbench``."""
+    env = os.environ.get("MBENCH_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "mbench"
+
+
+def default_store_root(cache_dir: Path | str | None = None) -> Path:
+    """Where embeddings live inside a cache directory (``<cache_dir>/embeddings``)."""
+    return Path(cache_dir if cache_dir is not None else default_cache_dir()).expanduser() / "embeddings"
+
+
+class NonFiniteEmbeddingError(MbenchError):
+    """An embedding row holds NaN or inf (or overflows fp16); ``row`` is its index in the entry."""
+
+    def __init__(self, message: str, row: int) -> None:
+        super().__init__(message)
+        self.row = row
+
+
+@dataclass(frozen=True)
+class ShardCheck:
+    """The state of one shard: ``ok``, ``absent`` (never written) or ``corrupt`` (with a reason)."""
+
+    index: int
+    status: Literal["ok", "absent", "corrupt"]
+    reason: str = ""
+
+
+# ----------------------------------------------------------------------------- small file helpers
+
+
+def _now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def _tmp_path(final: Path) -> Path:
+    # host and pid in the name let `gc` recognise the leftovers of a killed writer at once.
+    host = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:40] or "host"
+    return final.with_name(f".{final.name}.{host}.{os.getpid()}.{secrets.token_hex(3)}{TMP_SUFFIX}")
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):  # not every filesystem lets a directory be opened/fsynced
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _atomic_write(final: Path, data: bytes) -> None:
+    """Write ``data`` to ``final`` so readers see the old file or the whole new one, never a part."""
+    tmp = _tmp_path(final)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_dir(final.parent)
+
+
+def _json_bytes(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n").encode()
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as fh:
+        data = json.load(fh)
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    return data
+
+
+@contextlib.contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    """An exclusive lock on ``directory`` (manifest creation and the one-time ``dim`` fill)."""
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    with open(directory / _LOCK, "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _npy_header(fh: Any) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """Shape, fortran order, dtype and data offset of an open ``.npy`` file (no pickle, no data read)."""
+    version = np.lib.format.read_magic(fh)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+    elif version == (2, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+    else:
+        raise ValueError(f"unsupported .npy version {version}")
+    return tuple(shape), bool(fortran), np.dtype(dtype), fh.tell()
+
+
+def _sha256_of(fh: Any) -> str:
+    fh.seek(0)
+    digest = hashlib.sha256()
+    while chunk := fh.read(_HASH_CHUNK):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _as_numpy(array: Any) -> np.ndarray:
+    """A numpy view of an array-like; torch tensors (any dtype or device) go through fp32 on CPU."""
+    if hasattr(array, "detach") and hasattr(array, "cpu"):  # a torch tensor, without importing torch
+        array = array.detach()
+        if not array.is_floating_point() or array.dtype.itemsize < 4:  # bf16 has no numpy dtype
+            array = array.float()
+        array = array.cpu().numpy()
+    return np.asarray(array)
+
+
+def _check_key(key: str) -> str:
+    if not isinstance(key, str) or not _KEY_RE.match(key):
+        raise MbenchError(f"invalid embedding store key {key!r}: expected 8-128 lowercase hex digits (a sha256)")
+    return key
+
+
+def human_bytes(n: float) -> str:
+    """``1536`` -> ``1.5 KiB``: sizes for humans in `mbench cache ls`."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+# ----------------------------------------------------------------------------- the lazy row concat
+
+
+class RowConcat:
+    """A read-only, lazy row-wise concatenation of 2-D arrays (memory-mapped shards or entries).
+
+    Slicing rows returns a numpy array (a view when the rows lie in one part, a copy across
+    parts), so search can stream tile by tile over a 5.6M-row pool without materialising it.
+    Nested RowConcats are flattened. ``np.asarray(view)`` materialises the whole matrix.
+    """
+
+    def __init__(self, parts: Sequence[Any], *, dim: int | None = None, dtype: Any = None) -> None:
+        flat: list[Any] = []
+        for part in parts:
+            flat.extend(part.parts if isinstance(part, RowConcat) else [part])
+        for part in flat:
+            if len(part.shape) != 2:
+                raise ValueError(f"RowConcat parts must be 2-D, got shape {tuple(part.shape)}")
+        dims = {int(part.shape[1]) for part in flat}
+        if len(dims) > 1:
+            raise MbenchError(f"cannot concatenate embeddings of different dimensions {sorted(dims)}")
+        if dims and dim is not None and dims != {dim}:
+            raise MbenchError(f"embedding dimension {dims.pop()} does not match the expected {dim}")
+        self.parts: list[Any] = flat
+        self._dim = dims.pop() if dims else int(dim or 0)
+        self.dtype = np.result_type(*[part.dtype for part in flat]) if flat else np.dtype(dtype or STORE_DTYPE)
+        self._offsets = np.cumsum([0] + [int(part.shape[0]) for part in flat], dtype=np.int64)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(rows, dim)``."""
+        return int(self._offsets[-1]), self._dim
+
+    ndim = 2
+
+    def __len__(self) -> int:
+        return int(self._offsets[-1])
+
+    def __repr__(self) -> str:
+        return f"RowConcat(shape={self.shape}, dtype={self.dtype}, parts={len(self.parts)})"
+
+    def _rows(self, start: int, stop: int) -> np.ndarray:
+        if start >= stop:
+            return np.empty((0, self._dim), dtype=self.dtype)
+        first = int(np.searchsorted(self._offsets, start, side="right")) - 1
+        last = int(np.searchsorted(self._offsets, stop - 1, side="right")) - 1
+        pieces = [
+            self.parts[p][max(start, int(self._offsets[p])) - int(self._offsets[p]) : min(stop, int(self._offsets[p + 1])) - int(self._offsets[p])]
+            for p in range(first, last + 1)
+        ]
+        if len(pieces) == 1:
+            return np.asarray(pieces[0])
+        return np.concatenate([np.asarray(piece, dtype=self.dtype) for piece in pieces], axis=0)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        cols: Any = slice(None)
+        if isinstance(key, tuple):
+            key, cols = key
+        n = len(self)
+        if isinstance(key, (int, np.integer)):
+            i = int(key) + n if key < 0 else int(key)
+            if not 0 <= i < n:
+                raise IndexError(f"row {key} out of range for {n} rows")
+            return self._rows(i, i + 1)[0][cols]
+        if isinstance(key, slice):
+            start, stop, step = key.indices(n)
+            rows = self._rows(start, max(start, stop)) if step == 1 else self[np.arange(start, stop, step)]
+            return rows[:, cols]
+        index = np.asarray(key)
+        if index.dtype == bool:
+            index = np.flatnonzero(index)
+        if index.ndim != 1:
+            raise IndexError("RowConcat supports an int, a slice or a 1-D index array for rows")
+        index = np.where(index < 0, index + n, index).astype(np.int64)
+        if index.size and (index.min() < 0 or index.max() >= n):
+            raise IndexError(f"row index out of range for {n} rows")
+        out = np.empty((index.size, self._dim), dtype=self.dtype)
+        part_of = np.searchsorted(self._offsets, index, side="right") - 1
+        for p in np.unique(part_of):
+            sel = part_of == p
+            out[sel] = np.asarray(self.parts[p])[index[sel] - self._offsets[p]]
+        return out[:, cols]
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        # Always a fresh array: never hand out an alias of the read-only shard files.
+        return np.array(self._rows(0, len(self)), dtype=dtype if dtype is not None else self.dtype)
+
+
+# ----------------------------------------------------------------------------- one entry
+
+
+class StoreEntry:
+    """One embedding matrix of the store: ``n_items`` rows cut into shards of ``shard_size`` rows."""
+
+    def __init__(self, path: Path, manifest: dict[str, Any]) -> None:
+        self.path = path
+        self.manifest = manifest
+        self.key: str = manifest["key"]
+        self.n_items: int = int(manifest["n_items"])
+        self.shard_size: int = int(manifest["shard_size"])
+        self.n_shards: int = int(manifest["n_shards"])
+        # shard index -> (file name, size, mtime_ns, inode) of files this object verified or wrote;
+        # load() may skip re-hashing those when their stat is unchanged.
+        self._verified: dict[int, tuple[str, int, int, int]] = {}
+
+    # -- manifest ---------------------------------------------------------------------------------
+    @property
+    def meta(self) -> dict[str, Any]:
+        """The caller's metadata (model name, role, ...) recorded when the entry was created."""
+        return dict(self.manifest.get("meta") or {})
+
+    @property
+    def dim(self) -> int | None:
+        """Embedding dimension; ``None`` until it was given or the first shard was written."""
+        if self.manifest.get("dim") is None:
+            with contextlib.suppress(OSError, ValueError):
+                self.manifest = _read_json(self.path / MANIFEST)  # another process may have set it
+        dim = self.manifest.get("dim")
+        return None if dim is None else int(dim)
+
+    def __repr__(self) -> str:
+        return f"StoreEntry({self.key[:12]}, n_items={self.n_items}, dim={self.manifest.get('dim')}, shards={self.n_shards})"
+
+    # -- shards -----------------------------------------------------------------------------------
+    def shard_range(self, index: int) -> range:
+        """The item rows that shard ``index`` holds."""
+        if not 0 <= index < self.n_shards:
+            raise IndexError(f"shard {index} out of range: entry {self.key[:12]} has {self.n_shards} shards")
+        start = index * self.shard_size
+        return range(start, min(start + self.shard_size, self.n_items))
+
+    def _record_path(self, index: int) -> Path:
+        return self.path / f"shard-{index:06d}.json"
+
+    def _read_record(self, index: int) -> dict[str, Any] | None:
+        try:
+            return _read_json(self._record_path(index))
+        except FileNotFoundError:
+            return None
+
+    def check_shard(self, index: int, *, verify: bool = True, trust_verified: bool = False) -> ShardCheck:
+        """Check shard ``index``: record, file, size, fp16 ``(rows, dim)`` header and (if ``verify``) sha256."""
+        check, _ = self._check(index, verify=verify, trust_verified=trust_verified, keep_open=False)
+        return check
+
+    def _check(self, index: int, *, verify: bool, trust_verified: bool, keep_open: bool) -> tuple[ShardCheck, Any]:
+        rows = len(self.shard_range(index))
+        try:
+            record = self._read_record(index)
+        except (OSError, ValueError) as err:
+            return ShardCheck(index, "corrupt", f"unreadable record: {err}"), None
+        if record is None:
+            return ShardCheck(index, "absent"), None
+        dim = self.dim
+        try:
+            name = str(record["file"])
+            if not _DATA_RE.match(name) or int(_DATA_RE.match(name).group(1)) != index:  # type: ignore[union-attr]
+                raise ValueError(f"bad file name {name!r}")
+            size, digest = int(record["bytes"]), str(record["sha256"])
+            if int(record["rows"]) != rows or (dim is not None and int(record["dim"]) != dim):
+                return ShardCheck(index, "corrupt", f"record says {record['rows']}x{record['dim']}, expected {rows}x{dim}"), None
+        except (KeyError, TypeError, ValueError) as err:
+            return ShardCheck(index, "corrupt", f"malformed record: {err}"), None
+        path = self.path / name
+        try:
+            fh = open(path, "rb")
+        except FileNotFoundError:
+            return ShardCheck(index, "corrupt", f"data file {name} is missing"), None
+        keep = False
+        try:
+            stat = os.fstat(fh.fileno())
+            if stat.st_size != size:
+                return ShardCheck(index, "corrupt", f"{name} has {stat.st_size} bytes, record says {size} (truncated?)"), None
+            try:
+                shape, fortran, dtype, _ = _npy_header(fh)
+            except (ValueError, OSError) as err:
+                return ShardCheck(index, "corrupt", f"{name} has an unreadable .npy header: {err}"), None
+            expected_dim = dim if dim is not None else int(record["dim"])
+            if shape != (rows, expected_dim) or fortran or dtype != STORE_DTYPE:
+                return ShardCheck(index, "corrupt", f"{name} holds {dtype} {shape}, expected float16 {(rows, expected_dim)}"), None
+            signature = (name, stat.st_size, stat.st_mtime_ns, stat.st_ino)
+            if verify and not (trust_verified and self._verified.get(index) == signature):
+                if _sha256_of(fh) != digest:
+                    self._verified.pop(index, None)
+                    return ShardCheck(index, "corrupt", f"{name} fails its sha256 checksum"), None
+                self._verified[index] = signature
+            keep = keep_open
+            return ShardCheck(index, "ok"), (fh if keep_open else None)
+        finally:
+            if not keep:
+                fh.close()
+
+    def quarantine_shard(self, index: int) -> None:
+        """Move shard ``index``'s data file to ``quarantine/`` and drop its record, so it is recomputed."""
+        record = None
+        with contextlib.suppress(OSError, ValueError):
+            record = self._read_record(index)
+        name = str(record.get("file", "")) if record else ""
+        if name and _DATA_RE.match(name):
+            qdir = self.path / QUARANTINE
+            qdir.mkdir(exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(self.path / name, qdir / f"{name}.{int(time.time())}")
+        # Drop the record only while it still names the file we judged bad: a concurrent
+        # rewrite's fresh record must survive (losing it would only cost a recompute).
+        with contextlib.suppress(OSError, ValueError):
+            current = self._read_record(index)
+            if current is None or current.get("file") == (record or {}).get("file"):
+                self._record_path(index).unlink(missing_ok=True)
+        self._verified.pop(index, None)
+
+    def missing_shards(self, *, verify: bool = True) -> list[int]:
+        """Shards to compute: absent, or corrupted (truncated, bad checksum, wrong shape; quarantined).
+
+        ``verify=False`` skips the sha256 (size and header are still checked). Shards verified here
+        are remembered, so a following ``load()`` does not hash them again.
+        """
+        missing = []
+        for index in range(self.n_shards):
+            check = self.check_shard(index, verify=verify, trust_verified=True)
+            if check.status == "corrupt":
+                self.quarantine_shard(index)
+            if check.status != "ok":
+                missing.append(index)
+        return missing
+
+    def complete(self, *, verify: bool = False) -> bool:
+        """Whether every shard is present (sizes and headers checked; checksums too if ``verify``)."""
+        return all(self.check_shard(i, verify=verify, trust_verified=True).status == "ok" for i in range(self.n_shards))
+
+    def write_shard(self, index: int, array: Any) -> None:
+        """Store shard ``index`` (rows ``shard_range(index)``) as fp16, atomically, with its checksum.
+
+        Raises ``NonFiniteEmbeddingError`` naming the entry row of the first NaN/inf (or fp16 overflow).
+        """
+        rows = self.shard_range(index)
+        data = _as_numpy(array)
+        if data.ndim != 2 or data.shape[0] != len(rows):
+            raise MbenchError(
+                f"shard {index} of entry {self.key[:12]} needs a ({len(rows)}, dim) array, got shape {data.shape}"
+            )
+        dim = self.dim
+        if dim is not None and data.shape[1] != dim:
+            raise MbenchError(f"entry {self.key[:12]} holds {dim}-d embeddings, shard {index} has {data.shape[1]}")
+        if data.shape[1] == 0:
+            raise MbenchError(f"shard {index} of entry {self.key[:12]} has zero-width embeddings")
+        if not np.issubdtype(data.dtype, np.floating):
+            raise MbenchError(f"shard {index} of entry {self.key[:12]}: embeddings must be floating point, got {data.dtype}")
+        _check_finite(data, rows.start, self.key, "")
+        with np.errstate(over="ignore"):  # overflow is reported just below, naming the row
+            data16 = np.ascontiguousarray(data, dtype=STORE_DTYPE)
+        _check_finite(data16, rows.start, self.key, " after conversion to float16 (|value| > 65504)")
+
+        buf = io.BytesIO()
+        np.lib.format.write_array(buf, data16, allow_pickle=False)
+        payload = buf.getvalue()
+        digest = hashlib.sha256(payload).hexdigest()
+        name = f"shard-{index:06d}-{secrets.token_hex(4)}.npy"
+        old = None
+        with contextlib.suppress(OSError, ValueError):
+            old = self._read_record(index)
+        _atomic_write(self.path / name, payload)
+        record = {
+            "shard": index,
+            "start": rows.start,
+            "stop": rows.stop,
+            "rows": len(rows),
+            "dim": int(data16.shape[1]),
+            "dtype": "float16",
+            "file": name,
+            "bytes": len(payload),
+            "sha256": digest,
+            "written": _now_iso(),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+        }
+        _atomic_write(self._record_path(index), _json_bytes(record))
+        if old and old.get("file") != name and _DATA_RE.match(str(old.get("file", ""))):
+            with contextlib.suppress(OSError):
+                (self.path / str(old["file"])).unlink()  # the superseded copy of this shard
+        if dim is None:
+            self._set_dim(int(data16.shape[1]), index)
+        stat = os.stat(self.path / name)
+        self._verified[index] = (name, stat.st_size, stat.st_mtime_ns, stat.st_ino)
+
+    def _set_dim(self, dim: int, index: int) -> None:
+        with _locked(self.path):
+            manifest = _read_json(self.path / MANIFEST)
+            if manifest.get("dim") is None:
+                manifest["dim"] = dim
+                _atomic_write(self.path / MANIFEST, _json_bytes(manifest))
+            elif int(manifest["dim"]) != dim:
+                self.quarantine_shard(index)
+                raise MbenchError(
+                    f"entry {self.key[:12]} holds {manifest['dim']}-d embeddings, shard {index} had {dim}; it was discarded"
+                )
+            self.manifest = manifest
+
+    # -- reading ----------------------------------------------------------------------------------
+    def load(self, *, mmap: bool = True, verify: bool = True, trust_verified: bool = True) -> RowConcat:
+        """The full ``(n_items, dim)`` fp16 matrix as a lazy ``RowConcat`` of its shards.
+
+        Every shard is checked (sha256 too when ``verify``) before it is served; shards this
+        object already verified or wrote are not hashed again when their file is unchanged,
+        unless ``trust_verified=False``. Corrupted shards are quarantined and an error asks for
+        a re-run (which recomputes them). ``mmap=False`` reads the shards into memory.
+        """
+        parts, problems = [], []
+        for index in range(self.n_shards):
+            check, fh = self._check(index, verify=verify, trust_verified=trust_verified, keep_open=True)
+            if check.status != "ok":
+                if check.status == "corrupt":
+                    self.quarantine_shard(index)
+                problems.append(f"shard {index} ({check.status}{': ' + check.reason if check.reason else ''})")
+                continue
+            with fh:  # map the very file (inode) that was just checked
+                fh.seek(0)
+                shape, _, dtype, offset = _npy_header(fh)
+                if mmap:
+                    part = np.memmap(fh, dtype=dtype, mode="r", offset=offset, shape=shape)
+                else:
+                    part = np.fromfile(fh, dtype=dtype, count=shape[0] * shape[1]).reshape(shape)
+            parts.append(part)
+        if problems:
+            shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+            raise MbenchError(
+                f"embedding store entry {self.key[:12]} at {self.path} is not complete: {shown}. "
+                "Run the command again to compute the missing shards."
+            )
+        return RowConcat(parts, dim=self.dim, dtype=STORE_DTYPE)
+
+    # -- bookkeeping ------------------------------------------------------------------------------
+    def size_bytes(self) -> int:
+        """Bytes on disk (data, records, manifest, quarantine)."""
+        return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
+
+    def last_activity(self) -> float:
+        """The newest modification time of any file of the entry (a running writer keeps it fresh)."""
+        times = [p.stat().st_mtime for p in self.path.iterdir() if p.is_file()]
+        return max(times, default=self.path.stat().st_mtime)
+
+
+def _check_finite(data: np.ndarray, first_row: int, key: str, what: str) -> None:
+    finite = np.isfinite(data).all(axis=1)
+    if not finite.all():
+        local = int(np.argmin(finite))
+        raise NonFiniteEmbeddingError(
+            f"embedding row {first_row + local} of entry {key[:12]} holds NaN or inf{what}; nothing was stored for its shard",
+            row=first_row + local,
+        )
+
+
+# ----------------------------------------------------------------------------- the store
+
+
+class EmbeddingStore:
+    """A directory of entries, one per key (``<root>/<key>/``); default root ``$MBENCH_CACHE/embeddings``."""
+
+    def __init__(self, root: Path | str | None = None) -> None:
+        self.root = Path(root).expanduser() if root is not None else default_store_root()
+
+    def __repr__(self) -> str:
+        return f"EmbeddingStore({str(self.root)!r})"
+
+    def __contains__(self, key: str) -> bool:
+        return (self.root / _check_key(key) / MANIFEST).is_file()
+
+    def entry(
+        self,
+        key: str,
+        n_items: int,
+        *,
+        shard_size: int = DEFAULT_SHARD_SIZE,
+        meta: dict[str, Any] | None = None,
+        dim: int | None = None,
+    ) -> StoreEntry:
+        """Open the entry ``key``, creating it if absent; an existing one must agree on ``n_items`` and ``shard_size``.
+
+        ``meta`` (JSON; put ``model`` and ``role`` in it for `mbench cache ls`) is recorded by the
+        creator; later callers keep the first one.
+        """
+        _check_key(key)
+        if n_items < 0 or shard_size < 1:
+            raise ValueError(f"n_items must be >= 0 and shard_size >= 1, got {n_items} and {shard_size}")
+        path = self.root / key
+        manifest_path = path / MANIFEST
+        if not manifest_path.is_file():
+            try:
+                meta_json = json.loads(json.dumps(meta or {}, allow_nan=False))
+            except (TypeError, ValueError) as err:
+                raise MbenchError(f"embedding store meta must be plain JSON: {err}") from err
+            path.mkdir(parents=True, exist_ok=True)
+            with _locked(path):
+                if not manifest_path.is_file():
+                    manifest = {
+                        "format": FORMAT,
+                        "key": key,
+                        "n_items": int(n_items),
+                        "dim": None if dim is None else int(dim),
+                        "dtype": "float16",
+                        "shard_size": int(shard_size),
+                        "n_shards": -(-int(n_items) // int(shard_size)),
+                        "created": _now_iso(),
+                        "mbench_version": __version__,
+                        "meta": meta_json,
+                    }
+                    _atomic_write(manifest_path, _json_bytes(manifest))
+        entry = self.open(key)
+        if entry.n_items != n_items or entry.shard_size != shard_size:
+            raise MbenchError(
+                f"embedding store entry {key[:12]} at {path} has n_items={entry.n_items}, shard_size={entry.shard_size}; "
+                f"asked for n_items={n_items}, shard_size={shard_size}. Remove it with `mbench cache gc --key {key[:12]}`."
+            )
+        if dim is not None and entry.dim is not None and entry.dim != dim:
+            raise MbenchError(f"embedding store entry {key[:12]} holds {entry.dim}-d embeddings, asked for {dim}")
+        return entry
+
+    def open(self, key: str) -> StoreEntry:
+        """The existing entry ``key`` (MbenchError if absent or its manifest is unreadable)."""
+        path = self.root / _check_key(key)
+        try:
+            manifest = _read_json(path / MANIFEST)
+        except FileNotFoundError as err:
+            raise MbenchError(f"no embedding store entry {key} under {self.root}") from err
+        except (OSError, ValueError) as err:
+            raise MbenchError(f"unreadable manifest {path / MANIFEST}: {err}; remove the entry with `mbench cache gc --key {key[:12]}`") from err
+        if manifest.get("format") != FORMAT or manifest.get("key") != key:
+            raise MbenchError(f"{path / MANIFEST} is not an mbench embedding manifest for key {key}")
+        return StoreEntry(path, manifest)
+
+    def entry_dirs(self) -> list[Path]:
+        """Every entry directory (a key-named folder), readable or not."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p for p in self.root.iterdir() if p.is_dir() and _KEY_RE.match(p.name))
+
+    def entries(self) -> list[StoreEntry]:
+        """Every entry with a readable manifest, oldest first."""
+        found = []
+        for path in self.entry_dirs():
+            with contextlib.suppress(MbenchError):
+                found.append(self.open(path.name))
+        return sorted(found, key=lambda e: (str(e.manifest.get("created", "")), e.key))
+
+    def resolve(self, key_or_prefix: str) -> str:
+        """The full key of an entry given its key or a unique prefix (as `mbench cache ls` shows)."""
+        matches = [p.name for p in self.entry_dirs() if p.name.startswith(key_or_prefix.lower())]
+        if len(matches) != 1:
+            what = "no entry" if not matches else f"{len(matches)} entries"
+            raise MbenchError(f"{what} under {self.root} match key {key_or_prefix!r}")
+        return matches[0]
+
+    def remove(self, key: str) -> None:
+        """Delete an entry: renamed aside first, so a reader never sees half of it."""
+        path = self.root / _check_key(key)
+        trash = self.root / f".trash-{key}-{secrets.token_hex(3)}"
+        os.replace(path, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def gc(self, *, older_than_days: float | None = None, tmp_grace_s: float = 3600.0, dry_run: bool = False) -> list[Path]:
+        """Remove what no reader needs; returns the removed paths (or those it would remove).
+
+        * temp files of writers that are dead (same host, pid gone) or older than ``tmp_grace_s``;
+        * data files no record names (a writer killed between data and record) older than ``tmp_grace_s``;
+        * quarantined shards and half-removed entries;
+        * incomplete entries with no activity for ``older_than_days`` (if given).
+        """
+        now = time.time()
+        removed: list[Path] = []
+
+        def drop(path: Path) -> None:
+            removed.append(path)
+            if not dry_run:
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+
+        if not self.root.is_dir():
+            return removed
+        for path in sorted(self.root.iterdir()):
+            if path.name.startswith(".trash-"):
+                drop(path)
+        for path in self.entry_dirs():
+            for tmp in sorted(path.glob(f".*{TMP_SUFFIX}")):
+                if _writer_dead(tmp) or now - _mtime(tmp) > tmp_grace_s:
+                    drop(tmp)
+            if (path / QUARANTINE).is_dir():
+                drop(path / QUARANTINE)
+            try:
+                entry = self.open(path.name)
+            except MbenchError:
+                if older_than_days is not None and now - _newest_mtime(path) > older_than_days * 86400:
+                    drop(path)  # a manifest never written: a creator killed at once
+                continue
+            referenced = set()
+            for record_path in path.glob("shard-*.json"):
+                with contextlib.suppress(OSError, ValueError):
+                    referenced.add(str(_read_json(record_path).get("file")))
+            for data in sorted(path.glob("shard-*.npy")):
+                if data.name not in referenced and now - _mtime(data) > tmp_grace_s:
+                    drop(data)
+            if older_than_days is not None and now - entry.last_activity() > older_than_days * 86400:
+                if not entry.complete():
+                    drop(path)
+        return removed
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return time.time()
+
+
+def _newest_mtime(path: Path) -> float:
+    return max([_mtime(p) for p in path.rglob("*")] + [_mtime(path)])
+
+
+def _writer_dead(tmp: Path) -> bool:
+    """Whether the temp file's writer (host and pid in its name) is a dead process on this host."""
+    parts = tmp.name[: -len(TMP_SUFFIX)].split(".")
+    if len(parts) < 4 or not parts[-2].isdigit():
+        return False
+    host, pid = parts[-3], int(parts[-2])
+    if host != (re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:40] or "host"):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def concat_entries(entries: Sequence[StoreEntry], *, verify: bool = True) -> RowConcat:
+    """The rows of several complete entries, concatenated lazily (the M-BEIR global pool from its local pools)."""
+    if not entries:
+        raise MbenchError("concat_entries needs at least one entry")
+    return RowConcat([entry.load(verify=verify) for entry in entries])
