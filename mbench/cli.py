@@ -23,6 +23,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("mbench.commands.validate", "check tasks and their data: files, counts, ids, images (exit 0 only if valid)"),
     "rerank": ("mbench.commands.rerank", "rerank the top-k of a stored result (MLLM True/False, cross-encoder) into a rerank result beside it"),
     "check-model": ("mbench.commands.check_model", "run a model plugin through the conformance check on the mini benchmark"),
+    "table": ("mbench.commands.table", "comparison tables from a leaderboard spec or --tasks/--models (md, LaTeX, CSV, HTML)"),
+    "compare": ("mbench.commands.compare", "B - A per task with a paired bootstrap CI and a sign-flip test p-value"),
+    "plot": ("mbench.commands.plot", "PNG figures of a leaderboard: grouped bars with published markers, modality accuracy"),
     "cache": ("mbench.commands.cache", "inspect, verify and clean the embedding cache (ls | verify | gc)"),
 }
 

@@ -1,0 +1,221 @@
+"""Figures of a filled leaderboard: grouped bars per task with published numbers as markers, and modality accuracy.
+
+matplotlib (Agg backend) is imported only here and only when a figure is drawn. Sizes are for a
+paper: 7 inches wide (a two-column figure), 7-8 pt text, 200 dpi.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from mbench.errors import MbenchError
+from mbench.leaderboard import Leaderboard
+from mbench.tables import Table, build_table
+
+PAPER_WIDTH_IN = 7.0
+DPI = 200
+_REFERENCE_MARKERS = ("D", "^", "v", "s", "P", "X", "o", "*", "<", ">")
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+    except ImportError:
+        raise MbenchError("plots need matplotlib: pip install 'mbench[plot]'") from None
+
+    matplotlib.use("Agg")  # headless: never needs a display
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update(
+        {
+            "font.size": 7,
+            "axes.titlesize": 8,
+            "axes.labelsize": 7,
+            "xtick.labelsize": 6.5,
+            "ytick.labelsize": 6.5,
+            "legend.fontsize": 6.5,
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+        }
+    )
+    return plt
+
+
+def _scale_label(scale: float) -> str:
+    return "%" if scale == 100 else f"x{scale:g}"
+
+
+def _grouped_bars(
+    ax: Any,
+    labels: list[str],
+    runs: list[tuple[str, list[float]]],
+    references: list[tuple[str, list[float], str]],
+    *,
+    scale: float,
+) -> None:
+    """Bars for every run (NaN: no bar) and, on each run's bar, a marker at its reference's published value."""
+    from matplotlib.patches import Patch
+
+    n_groups, n_runs = len(labels), max(1, len(runs))
+    width = min(0.8 / n_runs, 0.3)
+    offsets = [(i - (n_runs - 1) / 2) * width for i in range(n_runs)]
+    for i, (name, values) in enumerate(runs):
+        xs = [g + offsets[i] for g in range(n_groups) if not math.isnan(values[g])]
+        heights = [values[g] * scale for g in range(n_groups) if not math.isnan(values[g])]
+        if xs:
+            ax.bar(xs, heights, width=width * 0.92, label=name, color=f"C{i % 10}", zorder=2)
+        else:
+            # An empty bar call gets a default-coloured legend entry; say plainly there is nothing yet.
+            _no_result_handles(ax).append(Patch(facecolor=f"C{i % 10}", alpha=0.35, label=f"{name}: no results yet"))
+    run_index = {name: i for i, (name, _) in enumerate(runs)}
+    for j, (name, values, paired_run) in enumerate(references):
+        offset = offsets[run_index[paired_run]]
+        xs = [g + offset for g in range(n_groups) if not math.isnan(values[g])]
+        ys = [values[g] * scale for g in range(n_groups) if not math.isnan(values[g])]
+        ax.scatter(
+            xs,
+            ys,
+            marker=_REFERENCE_MARKERS[j % len(_REFERENCE_MARKERS)],
+            s=20,
+            facecolor="white",
+            edgecolor="black",
+            linewidth=0.9,
+            label=f"{name} (published)",
+            zorder=3,
+        )
+    ax.set_xticks(range(n_groups))
+    # One line per label, rotated and anchored at its tick: wrapped labels collide when rotated.
+    ax.set_xticklabels(labels, rotation=40, ha="right", rotation_mode="anchor")
+    ax.set_xlim(-0.6, n_groups - 0.4)
+    ax.set_ylim(bottom=0)  # bars start at zero; so must the axis when only markers are drawn
+    ax.grid(axis="y", linewidth=0.4, alpha=0.5, zorder=0)
+    ax.set_axisbelow(True)
+
+
+def _no_result_handles(ax: Any) -> list[Any]:
+    """Legend entries of runs without any bar, kept on the axes until the legend is drawn."""
+    if not hasattr(ax, "_mbench_no_result_handles"):
+        ax._mbench_no_result_handles = []
+    return ax._mbench_no_result_handles
+
+
+def _paired_references(spec: Leaderboard) -> list[tuple[str, str]]:
+    """(reference column name, run label) for every run that names a reference: the markers drawn.
+
+    References no run is compared with are left out: eight published columns as markers on two
+    bars would hide the comparison the figure is for.
+    """
+    return [(run.reference, run.label) for run in spec.runs if run.reference is not None]
+
+
+def _legend(ax: Any) -> int:
+    """A legend above the axes (never over the bars); returns how many lines it takes."""
+    from matplotlib.container import BarContainer
+    from matplotlib.patches import Patch
+
+    handles, labels = ax.get_legend_handles_labels()
+    handles += _no_result_handles(ax)
+    labels += [h.get_label() for h in _no_result_handles(ax)]
+    # As many columns as fit the axes' width at 6.5 pt (about 100 characters across 7 inches).
+    ncol = max(1, min(len(labels), 4, 100 // max(8, max((len(label) + 6 for label in labels), default=8))))
+    # Runs (bars) first, then the published markers, whatever order matplotlib collected them in.
+    order = sorted(range(len(handles)), key=lambda i: not isinstance(handles[i], (BarContainer, Patch)))
+    ax.legend([handles[i] for i in order], [labels[i] for i in order], loc="lower left", bbox_to_anchor=(0.0, 1.01), ncol=ncol, frameon=False, handlelength=1.2, columnspacing=1.2)
+    return math.ceil(len(labels) / ncol) if labels else 0
+
+
+def bar_figure(table: Table) -> Any:
+    """Grouped bars of the run columns per row, each run's reference as markers (a matplotlib Figure)."""
+    from collections import Counter
+
+    plt = _pyplot()
+    spec = table.spec
+    rows = spec.rows
+    common_metric = Counter(row.metric for row in rows).most_common(1)[0][0]
+    # Name the metric only where it is not the common one (Recall@10 rows among Recall@5 ones).
+    labels = [row.label if row.metric == common_metric else f"{row.label} [{row.metric}]" for row in rows]
+    keys = [row.key for row in rows]
+    runs = [(run.label, [float(table.values.at[k, run.name]) for k in keys]) for run in spec.runs]
+    references = [
+        (spec.reference(ref).label, [float(table.values.at[k, ref]) for k in keys], run_label)
+        for ref, run_label in _paired_references(spec)
+    ]
+    fig, ax = plt.subplots(figsize=(PAPER_WIDTH_IN, 3.2), dpi=DPI)
+    _grouped_bars(ax, labels, runs, references, scale=spec.format.scale)
+    unit = _scale_label(spec.format.scale)
+    differs = any(row.metric != common_metric for row in rows)
+    ax.set_ylabel(f"{common_metric} ({unit})" + (", unless noted" if differs else ""))
+    legend_lines = _legend(ax)
+    ax.set_title(spec.title or spec.name, loc="left", pad=8 + 11 * legend_lines)
+    fig.tight_layout()
+    return fig
+
+
+MODALITY_METRIC = "modality_acc@1"
+
+
+def modality_figure(table: Table, metric: str = MODALITY_METRIC) -> Any | None:
+    """Modality accuracy per task for each run (bars) and published values (markers); None when there is none."""
+    plt = _pyplot()
+    spec = table.spec
+    tasks: dict[str, str] = {}  # task -> label, in row order
+    for row in spec.rows:
+        if table.row_kinds[row.key] == "task":
+            tasks.setdefault(row.task, row.label)
+    runs = []
+    for run in spec.runs:
+        values = []
+        for task in tasks:
+            found = next(
+                (f for (key, name), f in table.results.items() if name == run.name and f.task == task), None
+            )
+            value = None if found is None else found.record["metrics"].get(metric)
+            values.append(math.nan if value is None else float(value))
+        runs.append((run.label, values))
+    # Published modality accuracies live in rows whose metric is this one (MM-Embed Table 2).
+    metric_rows = {row.task: row.key for row in spec.rows if row.metric == metric}
+    references = []
+    for ref, run_label in _paired_references(spec):
+        values = [float(table.values.at[metric_rows[t], ref]) if t in metric_rows else math.nan for t in tasks]
+        if not all(math.isnan(v) for v in values):
+            references.append((spec.reference(ref).label, values, run_label))
+    if not references and all(math.isnan(v) for _, values in runs for v in values):
+        return None
+    k = metric.split("@")[1]
+    fig, ax = plt.subplots(figsize=(PAPER_WIDTH_IN, 3.2), dpi=DPI)
+    _grouped_bars(ax, list(tasks.values()), runs, references, scale=100.0)
+    ax.set_ylim(0, 105)
+    ax.set_ylabel(f"modality accuracy@{k} (%)")
+    legend_lines = _legend(ax)
+    ax.set_title(
+        f"{spec.title or spec.name}\nModality accuracy: share of the top {k} in the task's candidate modality",
+        loc="left",
+        pad=8 + 11 * legend_lines,
+    )
+    fig.tight_layout()
+    return fig
+
+
+def plot_leaderboard(
+    spec: Leaderboard, results_dir: Path, out_dir: Path, *, tasks_dirs: Iterable[str | Path] = ()
+) -> list[Path]:
+    """Write `<spec>_bars.png` and, when any modality accuracy is known, `<spec>_modality.png`; return the paths."""
+    plt = _pyplot()
+    table = build_table(spec, results_dir, tasks_dirs=tasks_dirs)
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise MbenchError(f"--out {out_dir}: cannot create the folder: {err}") from None
+    written = []
+    for suffix, fig in (("bars", bar_figure(table)), ("modality", modality_figure(table))):
+        if fig is None:
+            continue
+        path = out_dir / f"{spec.name}_{suffix}.png"
+        fig.savefig(path, dpi=DPI, bbox_inches="tight")
+        plt.close(fig)
+        written.append(path)
+    return written

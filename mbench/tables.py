@@ -1,0 +1,521 @@
+"""Leaderboard spec + results directory -> a DataFrame of fractions -> markdown, LaTeX, CSV or HTML.
+
+Cells hold fractions at full precision (NaN = missing). Rendering scales and rounds them
+(`format` of the spec), writes missing cells explicitly, bolds the best value of a row, adds
+`--delta` columns (run minus its reference) and marks cells that differ significantly from a
+baseline column. When several results fit one cell the newest `created` is used and a note says so.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from mbench.errors import MbenchError
+from mbench.leaderboard import Leaderboard, NumberFormat, ReferenceColumn, Row, RunColumn, parse_leaderboard
+from mbench.result_index import FoundResult, filter_results, newest, scan_results
+
+FORMATS = ("md", "latex", "csv", "html")
+MISSING = "–"
+LATEX_MISSING = "--"
+SIGNIFICANCE_MARK = "†"
+SIGNIFICANCE_LEVEL = 0.05
+
+
+@dataclass
+class Table:
+    """A filled leaderboard: fractions per (row or average id, column name), the results behind them, notes."""
+
+    spec: Leaderboard
+    values: pd.DataFrame
+    row_kinds: dict[str, str]
+    results: dict[tuple[str, str], FoundResult] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def run_names(self) -> list[str]:
+        """Names of the run columns, in spec order."""
+        return [c.name for c in self.spec.runs]
+
+    @property
+    def reference_names(self) -> list[str]:
+        """Names of the reference columns, in spec order."""
+        return [c.name for c in self.spec.references]
+
+    def column_label(self, name: str) -> str:
+        """The header of column `name`."""
+        for column in [*self.spec.runs, *self.spec.references]:
+            if column.name == name:
+                return column.label
+        raise KeyError(name)
+
+
+def _column_filter(row: Row, column: RunColumn) -> dict[str, object]:
+    # The spec validator guarantees row and column never disagree, so either one's value is the filter.
+    return {
+        "kind": row.kind or column.kind or "retrieval",
+        "reranker": row.reranker or column.reranker,
+        "top_k": row.top_k or column.top_k,
+    }
+
+
+class _RunFiller:
+    """Fills one run column: a cell per task row, group rows as means of their members."""
+
+    def __init__(self, spec: Leaderboard, column: RunColumn, root: Path, results: list[FoundResult], index) -> None:
+        self.spec, self.column, self.root, self.results, self.index = spec, column, root, results, index
+        self.chosen: dict[str, FoundResult] = {}
+        self.ambiguous: list[str] = []
+        self.lacking_metric: list[str] = []
+
+    def value(self, row: Row) -> float:
+        return self._task_or_group(row, row.task, ())
+
+    def _task_or_group(self, row: Row, name: str, chain: tuple[str, ...]) -> float:
+        if name in self.index.groups:
+            members = self.index.group(name).tasks
+            # A group is the mean over its direct members (a member group counts once), as MTEB averages CQADupStack.
+            values = [self._task_or_group(row, member, (*chain, name)) for member in members]
+            return float(sum(values) / len(values)) if all(not math.isnan(v) for v in values) else math.nan
+        matches = filter_results(
+            self.results,
+            root=self.root,
+            task=name,
+            pool=self.spec.row_pool(row),
+            model=self.column.model,
+            fingerprint=self.column.fingerprint,
+            **_column_filter(row, self.column),  # type: ignore[arg-type]
+        )
+        if not matches:
+            return math.nan
+        chosen = newest(matches)
+        if len(matches) > 1:
+            fingerprints = sorted({m.fingerprint[:12] for m in matches})
+            self.ambiguous.append(f"{name} ({len(matches)} results, fingerprints {', '.join(fingerprints)})")
+        if not chain:
+            self.chosen[row.key] = chosen
+        value = chosen.record["metrics"].get(row.metric)
+        if value is None:
+            self.lacking_metric.append(f"{name} ({chosen.directory})")
+            return math.nan
+        return float(value)
+
+
+def _mean_if_complete(values: Sequence[float]) -> float:
+    return float(sum(values) / len(values)) if values and all(not math.isnan(v) for v in values) else math.nan
+
+
+def _reference_values(spec: Leaderboard, reference: ReferenceColumn) -> dict[str, float]:
+    out = {}
+    for row in spec.rows:
+        fraction = reference.fraction(row.key)
+        out[row.key] = math.nan if fraction is None else fraction
+    for average in spec.averages:
+        published = reference.fraction(average.id)
+        # A published average is shown as printed (the paper averaged unrounded numbers); else computed.
+        out[average.id] = published if published is not None else _mean_if_complete([out[r] for r in average.rows])
+    return out
+
+
+def build_table(
+    spec: Leaderboard, results_dir: Path, *, tasks_dirs: Iterable[str | Path] = ()
+) -> Table:
+    """Fill `spec` from the results under `results_dir` (and the columns' own `results_dir`)."""
+    from mbench.tasks.index import get_index
+
+    index = get_index(tasks_dirs)
+    scanned: dict[Path, list[FoundResult]] = {}
+    columns: dict[str, dict[str, float]] = {}
+    chosen: dict[tuple[str, str], FoundResult] = {}
+    notes: list[str] = []
+    for column in spec.runs:
+        root = Path(column.results_dir) if column.results_dir is not None else Path(results_dir)
+        if root not in scanned:
+            scanned[root] = scan_results(root)
+        filler = _RunFiller(spec, column, root, scanned[root], index)
+        cells = {row.key: filler.value(row) for row in spec.rows}
+        for average in spec.averages:
+            cells[average.id] = _mean_if_complete([cells[r] for r in average.rows])
+        columns[column.name] = cells
+        chosen.update({(key, column.name): found for key, found in filler.chosen.items()})
+        if filler.ambiguous:
+            notes.append(
+                f"column {column.label!r}: several results matched {len(filler.ambiguous)} cell(s); the newest "
+                f"`created` was used: {'; '.join(filler.ambiguous)}"
+            )
+        if filler.lacking_metric:
+            notes.append(f"column {column.label!r}: result lacks the row's metric: {'; '.join(filler.lacking_metric)}")
+    for reference in spec.references:
+        columns[reference.name] = _reference_values(spec, reference)
+    keys = [row.key for row in spec.rows] + [a.id for a in spec.averages]
+    values = pd.DataFrame(
+        {name: [cells[k] for k in keys] for name, cells in columns.items()}, index=pd.Index(keys, name="row"), dtype=float
+    )
+    # References first (the published numbers), then the runs: "ours" reads as the last columns.
+    values = values[[*[c.name for c in spec.references], *[c.name for c in spec.runs]]]
+    row_kinds = {row.key: ("group" if row.task in index.groups else "task") for row in spec.rows}
+    row_kinds.update({a.id: "average" for a in spec.averages})
+    return Table(spec=spec, values=values, row_kinds=row_kinds, results=chosen, notes=notes)
+
+
+def delta_columns(table: Table) -> pd.DataFrame:
+    """Each run column that names a reference, minus that reference (fractions; NaN where either is missing)."""
+    out = {}
+    for run in table.spec.runs:
+        if run.reference is not None:
+            out[run.name] = table.values[run.name] - table.values[run.reference]
+    if not out:
+        raise MbenchError(
+            f"--delta: no run column of {table.spec.name!r} names a `reference` column to subtract"
+        )
+    return pd.DataFrame(out, index=table.values.index)
+
+
+def significance(
+    table: Table, baseline: str, *, n_resamples: int = 10_000, seed: int = 0
+) -> dict[tuple[str, str], float]:
+    """Sign-flip p-values of every run cell against the baseline run column, on task rows with both results."""
+    from mbench.stats import paired_values, sign_flip_p_value
+
+    names = {c.name: c.name for c in table.spec.runs} | {c.label: c.name for c in table.spec.runs}
+    if baseline not in names:
+        raise MbenchError(
+            f"--significance {baseline!r}: not a run column of {table.spec.name!r} "
+            f"(run columns: {', '.join(table.run_names) or 'none'}); reference columns have no per-query scores"
+        )
+    baseline = names[baseline]
+    p_values: dict[tuple[str, str], float] = {}
+    for row in table.spec.rows:
+        base = table.results.get((row.key, baseline))
+        if base is None or table.row_kinds[row.key] != "task":
+            continue
+        for run in table.run_names:
+            other = table.results.get((row.key, run))
+            if run == baseline or other is None or math.isnan(table.values.at[row.key, run]):
+                continue
+            _, values_base, values_other = paired_values(base, other, row.metric)
+            p_values[(row.key, run)] = sign_flip_p_value(values_other - values_base, n_permutations=n_resamples, seed=seed)
+    return p_values
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def format_number(value: float, number_format: NumberFormat, *, signed: bool = False) -> str:
+    """A fraction as shown: scaled, rounded; signed values get + or - (a rounded zero gets neither)."""
+    scaled = round(value * number_format.scale, number_format.decimals)
+    if scaled == 0:
+        scaled = 0.0  # no "-0.0"
+    text = f"{scaled:.{number_format.decimals}f}"
+    return f"+{text}" if signed and scaled > 0 else text
+
+
+@dataclass
+class _Cell:
+    text: str
+    bold: bool = False
+    marked: bool = False
+    missing: bool = False
+
+
+@dataclass
+class _Layout:
+    """The rendered table independent of format: header, body rows, where averages start, footnotes."""
+
+    header: list[str]
+    rows: list[list[_Cell]]
+    first_average: int | None
+    legend: list[str]
+    sources: list[str]
+    notes: list[str]
+
+    @property
+    def footnotes(self) -> list[str]:
+        """Legend, sources and notes, in that order."""
+        return [*self.legend, *self.sources, *self.notes]
+
+
+def _layout(
+    table: Table, *, delta: bool, p_values: dict[tuple[str, str], float] | None, baseline: str | None
+) -> _Layout:
+    spec, fmt = table.spec, table.spec.format
+    deltas = delta_columns(table) if delta else None
+    header = ["Task", "Metric"]
+    order: list[tuple[str, str]] = []  # (kind, column name) with kind value|delta
+    for name in table.values.columns:
+        header.append(table.column_label(name))
+        order.append(("value", name))
+        if deltas is not None and name in deltas.columns:
+            run = next(c for c in spec.runs if c.name == name)
+            header.append(f"Δ vs {table.column_label(run.reference)}")  # type: ignore[arg-type]
+            order.append(("delta", name))
+    labels = {row.key: (row.label, row.metric) for row in spec.rows}
+    labels.update({a.id: (a.label, "mean") for a in spec.averages})
+    rows = []
+    for key in table.values.index:
+        value_row = table.values.loc[key]
+        shown = {
+            name: format_number(v, fmt) for name, v in value_row.items() if not math.isnan(v)
+        }
+        best = None
+        if len(shown) >= 2:
+            # Bold what the reader sees as best: ties after rounding are all bold.
+            best = max(float(t) for t in shown.values())
+        label, metric = labels[key]
+        cells = [_Cell(label), _Cell(metric)]
+        for kind, name in order:
+            if kind == "value":
+                if name not in shown:
+                    cells.append(_Cell(MISSING, missing=True))
+                    continue
+                marked = bool(p_values) and p_values.get((key, name), 1.0) < SIGNIFICANCE_LEVEL
+                cells.append(_Cell(shown[name], bold=best is not None and float(shown[name]) == best, marked=marked))
+            else:
+                d = deltas.at[key, name]  # type: ignore[union-attr]
+                cells.append(_Cell(MISSING, missing=True) if math.isnan(d) else _Cell(format_number(d, fmt, signed=True)))
+        rows.append(cells)
+    legend = [f"Values x{fmt.scale:g}, {fmt.decimals} decimal(s); {MISSING} = no result; best of each row in bold."]
+    if p_values is not None and baseline is not None:
+        legend.append(
+            f"{SIGNIFICANCE_MARK} differs from {table.column_label(baseline) if baseline in table.run_names else baseline} "
+            f"with p < {SIGNIFICANCE_LEVEL} (paired sign-flip randomisation test over queries)."
+        )
+    by_source: dict[str, list[str]] = {}
+    for reference in spec.references:
+        where = f"{reference.source.paper}, {reference.source.table}"
+        named = reference.label if reference.label == reference.source.column else (
+            f"{reference.label} = {reference.source.column!r}"
+        )
+        by_source.setdefault(where, []).append(named)
+    sources = [f"Reference numbers: {where}: {'; '.join(cols)}." for where, cols in by_source.items()]
+    first_average = len(spec.rows) if spec.averages else None
+    return _Layout(header, rows, first_average, legend, sources, list(table.notes))
+
+
+def render(
+    table: Table,
+    fmt: str = "md",
+    *,
+    delta: bool = False,
+    p_values: dict[tuple[str, str], float] | None = None,
+    baseline: str | None = None,
+) -> str:
+    """The table as markdown, LaTeX (booktabs), CSV (full-precision fractions) or HTML."""
+    if fmt == "csv":
+        return render_csv(table, delta=delta, p_values=p_values)
+    layout = _layout(table, delta=delta, p_values=p_values, baseline=baseline)
+    if fmt == "md":
+        return _render_md(table, layout)
+    if fmt == "latex":
+        return _render_latex(table, layout)
+    if fmt == "html":
+        return _render_html(table, layout)
+    raise MbenchError(f"unknown format {fmt!r}: one of {', '.join(FORMATS)}")
+
+
+def _render_md(table: Table, layout: _Layout) -> str:
+    def cell_text(cell: _Cell) -> str:
+        text = f"**{cell.text}**" if cell.bold else cell.text
+        text = text + SIGNIFICANCE_MARK if cell.marked else text
+        return text.replace("|", "\\|")
+
+    lines = []
+    if table.spec.title:
+        lines += [f"**{table.spec.title}**", ""]
+    lines.append("| " + " | ".join(h.replace("|", "\\|") for h in layout.header) + " |")
+    lines.append("|" + "|".join([":---", ":---"] + ["---:"] * (len(layout.header) - 2)) + "|")
+    for cells in layout.rows:
+        lines.append("| " + " | ".join(cell_text(c) for c in cells) + " |")
+    lines.append("")
+    lines += [f"- {note}" for note in layout.footnotes]
+    return "\n".join(lines) + "\n"
+
+
+_LATEX_SPECIALS = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "–": "--",
+    "—": "---",
+    "→": r"$\rightarrow$",
+    "×": r"$\times$",
+    "Δ": r"$\Delta$",
+    "†": r"$^\dagger$",
+    "≥": r"$\geq$",
+    "≤": r"$\leq$",
+}
+
+
+def latex_escape(text: str) -> str:
+    """Text safe inside a LaTeX tabular (specials escaped, a few common Unicode symbols spelled out)."""
+    return "".join(_LATEX_SPECIALS.get(ch, ch) for ch in text)
+
+
+def _render_latex(table: Table, layout: _Layout) -> str:
+    def cell_text(cell: _Cell) -> str:
+        if cell.missing:
+            return LATEX_MISSING
+        text = latex_escape(cell.text)
+        text = rf"\textbf{{{text}}}" if cell.bold else text
+        return text + r"$^\dagger$" if cell.marked else text
+
+    n_cols = len(layout.header)
+    lines = [f"% {table.spec.title or table.spec.name} -- generated by `mbench table`; needs \\usepackage{{booktabs}}"]
+    lines += [f"% {note}" for note in layout.notes]
+    lines.append(r"\begin{tabular}{ll" + "r" * (n_cols - 2) + "}")
+    lines.append(r"\toprule")
+    lines.append(" & ".join(latex_escape(h) for h in layout.header) + r" \\")
+    lines.append(r"\midrule")
+    for position, cells in enumerate(layout.rows):
+        if position == layout.first_average:
+            lines.append(r"\midrule")
+        lines.append(" & ".join(cell_text(c) for c in cells) + r" \\")
+    lines.append(r"\bottomrule")
+    # The legend travels with the table so a pasted tabular never loses what the marks mean.
+    for note in [*layout.legend, *layout.sources]:
+        lines.append(rf"\multicolumn{{{n_cols}}}{{l}}{{\footnotesize {latex_escape(note)}}} \\")
+    lines.append(r"\end{tabular}")
+    return "\n".join(lines) + "\n"
+
+
+def _render_html(table: Table, layout: _Layout) -> str:
+    def cell_html(cell: _Cell, tag: str) -> str:
+        text = html.escape(cell.text)
+        text = f"<b>{text}</b>" if cell.bold else text
+        text = f"{text}<sup>{SIGNIFICANCE_MARK}</sup>" if cell.marked else text
+        return f"<{tag}>{text}</{tag}>"
+
+    lines = ["<table>"]
+    if table.spec.title:
+        lines.append(f"<caption>{html.escape(table.spec.title)}</caption>")
+    lines.append("<thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in layout.header) + "</tr></thead>")
+    lines.append("<tbody>")
+    for position, cells in enumerate(layout.rows):
+        css = ' class="average"' if layout.first_average is not None and position >= layout.first_average else ""
+        lines.append(f"<tr{css}>" + cell_html(cells[0], "th") + "".join(cell_html(c, "td") for c in cells[1:]) + "</tr>")
+    lines.append("</tbody>")
+    lines.append(
+        f'<tfoot><tr><td colspan="{len(layout.header)}">'
+        + "<br>".join(html.escape(n) for n in layout.footnotes)
+        + "</td></tr></tfoot>"
+    )
+    lines.append("</table>")
+    return "\n".join(lines) + "\n"
+
+
+def csv_frame(
+    table: Table, *, delta: bool = False, p_values: dict[tuple[str, str], float] | None = None
+) -> pd.DataFrame:
+    """The table as a flat DataFrame of fractions at full precision, one line per row or average."""
+    spec = table.spec
+    meta = {row.key: (row.label, row.task, row.metric, spec.row_pool(row)) for row in spec.rows}
+    meta.update({a.id: (a.label, "", "mean", "") for a in spec.averages})
+    frame = pd.DataFrame(
+        {
+            "row": list(table.values.index),
+            "label": [meta[k][0] for k in table.values.index],
+            "kind": [table.row_kinds[k] for k in table.values.index],
+            "task": [meta[k][1] for k in table.values.index],
+            "metric": [meta[k][2] for k in table.values.index],
+            "pool": [meta[k][3] for k in table.values.index],
+        }
+    )
+    for name in table.values.columns:
+        frame[name] = table.values[name].to_numpy()
+    if delta:
+        for name, column in delta_columns(table).items():
+            frame[f"delta:{name}"] = column.to_numpy()
+    if p_values is not None:
+        for name in table.run_names:
+            frame[f"p:{name}"] = [p_values.get((k, name), math.nan) for k in table.values.index]
+    return frame
+
+
+def render_csv(
+    table: Table, *, delta: bool = False, p_values: dict[tuple[str, str], float] | None = None
+) -> str:
+    """CSV of fractions: full precision (repr of each float), empty where missing."""
+    return csv_frame(table, delta=delta, p_values=p_values).to_csv(index=False)
+
+
+# ---------------------------------------------------------------- ad-hoc tables
+
+
+def adhoc_leaderboard(
+    tasks: Sequence[str],
+    *,
+    results_dir: Path,
+    models: Sequence[str] | None = None,
+    metrics: Sequence[str] | None = None,
+    pool: str | None = None,
+    tasks_dirs: Iterable[str | Path] = (),
+) -> Leaderboard:
+    """A leaderboard for `mbench table --tasks ... --models ... --metric ...` (no spec file)."""
+    from mbench.result_index import model_dir_name
+    from mbench.tasks.index import get_index
+
+    index = get_index(tasks_dirs)
+    task_names = index.expand(tasks)
+    found = scan_results(Path(results_dir))
+    if not models:
+        models = sorted({f.model_name for f in found if f.task in task_names})
+        if not models:
+            raise MbenchError(f"no results for {', '.join(tasks)} under {results_dir}; pass --results-dir or run them")
+    rows = []
+    for task_name in task_names:
+        spec = index.task(task_name)
+        if not spec.scored:
+            continue
+        row_pool = pool
+        if row_pool is None:
+            pools = sorted(
+                {f.pool for f in found if f.task == task_name and (f.model_name in models or model_dir_name(f, Path(results_dir)) in models)}
+            )
+            if len(pools) > 1:
+                raise MbenchError(f"{task_name}: results exist for pools {', '.join(pools)}; choose one with --pool")
+            row_pool = pools[0] if pools else ("local" if "local" in spec.pools else next(iter(spec.pools)))
+        for metric in metrics or [spec.main_metric]:
+            rows.append(
+                {
+                    "id": task_name if not metrics or len(metrics) == 1 else f"{task_name}:{metric}",
+                    "task": task_name,
+                    "metric": metric,
+                    "pool": row_pool,
+                }
+            )
+    if not rows:
+        raise MbenchError(f"no scored task among {', '.join(tasks)}")
+    data = {
+        "name": "adhoc",
+        "rows": rows,
+        # A mean across different metrics means nothing: only one metric gets a Mean row.
+        "averages": (
+            [{"id": "mean", "rows": [r["id"] for r in rows], "display": "Mean"}]
+            if len(rows) > 1 and (not metrics or len(metrics) == 1)
+            else []
+        ),
+        "runs": [{"name": _column_name(m), "display": m, "model": m} for m in models],
+    }
+    from mbench.leaderboard import check_tasks
+
+    leaderboard = parse_leaderboard(data, "mbench table --tasks")
+    check_tasks(leaderboard, "mbench table --tasks", tasks_dirs)
+    return leaderboard
+
+
+def _column_name(model: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_.\-+@]", "_", model) or "model"
