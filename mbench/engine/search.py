@@ -87,7 +87,8 @@ def _to_tensor(array: Any, device: torch.device, dtype: torch.dtype) -> torch.Te
         with warnings.catch_warnings():  # read-only memmaps: the tensor is only ever read
             warnings.simplefilter("ignore", UserWarning)
             array = torch.from_numpy(np.ascontiguousarray(array))
-    return array.to(device=device, dtype=dtype).contiguous()
+    # Move first, then convert: the device does the dtype conversion of a streamed tile.
+    return array.to(device=device).to(dtype=dtype).contiguous()
 
 
 def _pack(scores: torch.Tensor, ranks: torch.Tensor) -> torch.Tensor:

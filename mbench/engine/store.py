@@ -428,6 +428,16 @@ class StoreEntry:
                 missing.append(index)
         return missing
 
+    def missing_shards_for_rank(self, rank: int, world_size: int, *, verify: bool = True) -> list[int]:
+        """The missing shards rank ``rank`` of ``world_size`` computes: those with ``index % world_size == rank``.
+
+        Stable however late each rank lists them, so no barrier is needed. (``missing_shards()[rank::world_size]``
+        balances better after a partial run, but only if every rank lists before any rank writes.)
+        """
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
+        return [i for i in self.missing_shards(verify=verify) if i % world_size == rank]
+
     def complete(self, *, verify: bool = False) -> bool:
         """Whether every shard is present (sizes and headers checked; checksums too if ``verify``)."""
         return all(self.check_shard(i, verify=verify, trust_verified=True).status == "ok" for i in range(self.n_shards))
