@@ -89,7 +89,7 @@ def write_result(
     return directory
 
 
-def rerank_info(first_stage: Path, reranker: str = "llava-truefalse", top_k: int = 10) -> dict[str, Any]:
+def rerank_info(first_stage: Path, reranker: str = "llava-next-tf", top_k: int = 10) -> dict[str, Any]:
     """The `rerank` block of a rerank result reranking `first_stage`."""
     digest = hashlib.sha256((first_stage / RESULT_FILE).read_bytes()).hexdigest()
     return {

@@ -71,7 +71,7 @@ def _mm_embed_results(root: Path, *, skip: str | None = None) -> dict[str, float
         if row.task == skip:
             continue
         k = position % 10 + 1  # means 0.1, 0.2, ..., 1.0, 0.1, ...
-        write_result(root, model="mm-embed", task=row.task, pool="global",
+        write_result(root, model="nvidia/MM-Embed", task=row.task, pool="global",
                      per_query={"hit@1": _hits(k), "hit@5": _hits(k), "hit@10": _hits(k)}, main_metric=row.metric)  # fmt: skip
         means[row.task] = k / 10
     return means
@@ -133,7 +133,7 @@ def test_ties_after_rounding_are_all_bold(tmp_path: Path) -> None:
 
 
 def test_csv_keeps_full_precision_fractions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    write_result(tmp_path, model="mm-embed", task="mbeir.cirr.it2i", pool="global",
+    write_result(tmp_path, model="nvidia/MM-Embed", task="mbeir.cirr.it2i", pool="global",
                  per_query={"hit@5": [1.0, 0.0, 0.0]}, main_metric="hit@5")  # fmt: skip
     out, _ = _table(capsys, str(TABLE1), "--results-dir", str(tmp_path), "--format", "csv", "--delta")
     rows = {r["row"]: r for r in csv.DictReader(io.StringIO(out))}
@@ -148,7 +148,7 @@ def test_csv_keeps_full_precision_fractions(tmp_path: Path, capsys: pytest.Captu
 
 def test_the_newest_result_wins_and_the_choice_is_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     for tag, created, k in (("old", "2026-01-01T00:00:00+00:00", 2), ("new", "2026-02-01T00:00:00+00:00", 7)):
-        write_result(tmp_path, model="mm-embed", fingerprint=fingerprint_of(tag), task="mbeir.cirr.it2i", pool="global",
+        write_result(tmp_path, model="nvidia/MM-Embed", fingerprint=fingerprint_of(tag), task="mbeir.cirr.it2i", pool="global",
                      per_query={"hit@5": _hits(k)}, main_metric="hit@5", created=created)  # fmt: skip
     out, err = _table(capsys, str(TABLE1), "--results-dir", str(tmp_path))
     rows = _md_rows(out)
@@ -177,7 +177,7 @@ def test_group_rows_are_the_mean_of_their_members(tmp_path: Path, capsys: pytest
     members = index.expand(["mteb.cqadupstack"])
     assert len(members) == 12
     for position, task in enumerate(members):
-        write_result(tmp_path, model="mm-embed", task=task, pool="local", per_query={"ndcg@10": [position / 12]},
+        write_result(tmp_path, model="nvidia/MM-Embed", task=task, pool="local", per_query={"ndcg@10": [position / 12]},
                      main_metric="ndcg@10")  # fmt: skip
     table9 = REPO / "leaderboards" / "mm-embed-table9.yaml"
     table = build_table(load_leaderboard(table9), tmp_path)
@@ -190,9 +190,9 @@ def test_group_rows_are_the_mean_of_their_members(tmp_path: Path, capsys: pytest
 
 
 def test_rerank_rows_take_rerank_results(tmp_path: Path) -> None:
-    first = write_result(tmp_path, model="mm-embed", task="circo.val", pool="local", per_query={"map@5": [0.25, 0.35]},
+    first = write_result(tmp_path, model="nvidia/MM-Embed", task="circo.val", pool="local", per_query={"map@5": [0.25, 0.35]},
                          main_metric="map@5")  # fmt: skip
-    write_result(tmp_path, model="mm-embed", task="circo.val", pool="local", per_query={"map@5": [0.5, 0.3]},
+    write_result(tmp_path, model="nvidia/MM-Embed", task="circo.val", pool="local", per_query={"map@5": [0.5, 0.3]},
                  main_metric="map@5", rerank=rerank_info(first))  # fmt: skip
     table = build_table(load_leaderboard(REPO / "leaderboards" / "mm-embed-table4.yaml"), tmp_path)
     assert table.values.at["circo.retrieval", "mm-embed"] == pytest.approx(0.30)
@@ -241,7 +241,7 @@ def test_significance_marks_cells_against_the_baseline(tmp_path: Path, capsys: p
     same = base.copy()
     same[:2] = 1 - same[:2]  # two queries change: not significant
     for model, tasks in (("clip-sf", {"mbeir.cirr.it2i": base, "mbeir.nights.i2i": base}),
-                         ("mm-embed", {"mbeir.cirr.it2i": better, "mbeir.nights.i2i": same})):  # fmt: skip
+                         ("nvidia/MM-Embed", {"mbeir.cirr.it2i": better, "mbeir.nights.i2i": same})):  # fmt: skip
         for task, values in tasks.items():
             write_result(tmp_path, model=model, task=task, pool="global", per_query={"hit@5": values},
                          main_metric="hit@5")  # fmt: skip
