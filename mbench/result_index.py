@@ -149,7 +149,10 @@ def filter_results(
     for found in results:
         if found.task != task or (pool is not None and found.pool != pool) or found.kind != kind:
             continue
-        if model is not None and model not in (found.model_name, model_dir_name(found, root)):
+        # A run is found by the plugin's own name, its folder, or the name the user ran it with
+        # (an alias such as `minilm`).
+        if model is not None and model not in (found.model_name, model_dir_name(found, root),
+                                               found.record.get("requested_model")):
             continue
         if fingerprint is not None and not found.fingerprint.startswith(fingerprint):
             continue

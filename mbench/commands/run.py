@@ -89,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.no_progress,
         shard_size=args.shard_size,
+        requested_model=args.model,
     )
     model = build_model(args.model, model_args, device=device)
     specs = _compatible_tasks(model.meta, specs, set(requested))

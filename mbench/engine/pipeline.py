@@ -42,6 +42,7 @@ class RunOptions:
     overwrite: bool = False
     progress: bool = True
     shard_size: int = 8192
+    requested_model: str | None = None
 
 
 @dataclass
@@ -365,6 +366,7 @@ def run_task(model: Any, model_args: dict[str, Any], spec: TaskSpec, options: Ru
         "pool": options.pool,
         "kind": "retrieval",
         "model": meta.to_dict(),
+        "requested_model": options.requested_model or meta.name,
         "model_args": {k: str(v) for k, v in model_args.items()},
         "depth": details["depth"],
         "dataset": {"source": data.source},
