@@ -114,7 +114,7 @@ def test_gc_unknown_key_is_an_error(cache: Path, capsys: pytest.CaptureFixture[s
 def test_cache_command_uses_mbench_cache_and_imports_no_torch(cache: Path) -> None:
     code = "import sys; from mbench.cli import main; rc = main(['cache', 'ls']); assert 'torch' not in sys.modules; sys.exit(rc)"
     proc = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, env={**os.environ, "MBENCH_CACHE": str(cache)}
+        [sys.executable, "-c", code], check=False, cwd=REPO, capture_output=True, text=True, env={**os.environ, "MBENCH_CACHE": str(cache)}
     )
     assert proc.returncode == 0, proc.stderr
     assert "clip-sf" in proc.stdout

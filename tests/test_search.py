@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 
-from mbench.engine.search import _pack, _unpack_scores, exact_search, faiss_search, search  # noqa: E402
-from mbench.engine.store import RowConcat  # noqa: E402
-from mbench.errors import MbenchError  # noqa: E402
+from mbench.engine.search import (
+    _pack,
+    _unpack_scores,
+    exact_search,
+    faiss_search,
+    search,
+)
+from mbench.engine.store import RowConcat
+from mbench.errors import MbenchError
 
 
 def brute_force(q: np.ndarray, p: np.ndarray, k: int, tie_rank: np.ndarray | None = None, exclude=None):  # type: ignore[no-untyped-def]
@@ -80,6 +88,7 @@ def test_k_larger_than_the_pool_pads_with_minus_one_and_minus_inf() -> None:
     scores, indices = exact_search(q, p, 10, tie_rank=tie_rank)
     ref_s, ref_i = brute_force(q, p, 10, tie_rank)
     np.testing.assert_array_equal(indices, ref_i)
+    np.testing.assert_array_equal(scores, ref_s)
     assert (indices[:, 6:] == -1).all() and np.isneginf(scores[:, 6:]).all()
 
 
@@ -89,6 +98,7 @@ def test_exclude_drops_one_candidate_and_still_returns_k() -> None:
     ref_s, ref_i = brute_force(q, p, 10, tie_rank, exclude)
     scores, indices = exact_search(q, p, 10, tie_rank=tie_rank, exclude=exclude, margin=1, pool_tile=7)
     np.testing.assert_array_equal(indices, ref_i)
+    np.testing.assert_array_equal(scores, ref_s)
     assert all(exclude[r] not in indices[r] for r in range(len(exclude)))
     assert (indices >= 0).all()
 
@@ -129,7 +139,7 @@ def test_pool_as_row_concat_of_memmaps_equals_the_plain_array(tmp_path) -> None:
     q, p, tie_rank = integer_case(5, n=40)
     cuts = [0, 13, 14, 33, 40]
     parts = []
-    for j, (a, b) in enumerate(zip(cuts, cuts[1:])):
+    for j, (a, b) in enumerate(itertools.pairwise(cuts)):
         np.save(tmp_path / f"{j}.npy", p[a:b].astype(np.float16))
         parts.append(np.load(tmp_path / f"{j}.npy", mmap_mode="r"))
     view = RowConcat(parts)
@@ -157,6 +167,7 @@ def test_faiss_backend_resolves_ties_with_the_tie_rule() -> None:
     ref_s, ref_i = brute_force(q, p, 10, tie_rank)
     scores, indices = search(q, p, 10, backend="faiss", tie_rank=tie_rank, margin=1)
     np.testing.assert_array_equal(indices, ref_i)
+    np.testing.assert_array_equal(scores, ref_s)
 
 
 def test_nan_query_is_an_error_naming_the_row() -> None:

@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mbench.engine.store import EmbeddingStore, StoreEntry, default_store_root, human_bytes
+from mbench.engine.store import (
+    EmbeddingStore,
+    StoreEntry,
+    default_store_root,
+    human_bytes,
+)
 from mbench.errors import MbenchError
 
 
