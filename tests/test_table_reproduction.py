@@ -21,13 +21,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def minilm_scifact(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A results directory holding `mbench run --model minilm --tasks mteb.scifact` on ../shared/data."""
-    results = tmp_path_factory.mktemp("results")
-    argv = ["run", "--model", "minilm", "--tasks", "mteb.scifact", "--data-dir", str(shared_dir / "data"),
-            "--results-dir", str(results)]  # fmt: skip
-    assert main(argv) == 0
-    return results
+def minilm_scifact(minilm_scifact_run: Path) -> Path:
+    """The results directory of `mbench run --model minilm --tasks mteb.scifact` (one run per session)."""
+    return minilm_scifact_run
 
 
 def _md_rows(text: str) -> dict[str, list[str]]:
