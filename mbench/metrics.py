@@ -23,7 +23,7 @@ grades count as 0. A query with no relevant candidate scores 0 everywhere.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np

@@ -14,9 +14,8 @@ from typing import Any
 import numpy as np
 
 from mbench.data.types import Item, ItemTable
-from mbench.errors import MbenchError
-
 from mbench.engine.store import DEFAULT_SHARD_SIZE
+from mbench.errors import MbenchError
 
 
 @dataclass(frozen=True)
@@ -30,12 +29,12 @@ class EncodeOptions:
     progress: bool = True
 
 
-def item_content_hash(item: Item, instruction: str | None, prompt: str | None, data_root: Path | None) -> bytes:
-    """A digest of everything about an item that can change its embedding.
+def item_digest(item: Item, data_root: Path | str | None = None) -> str:
+    """Hex digest of an item's content: modality, text and image.
 
     Images are identified by their path relative to the dataset root and their byte size:
     re-reading every image of a 5.6M pool just to build a key would double the I/O of a run,
-    while a moved dataset folder must not miss the cache.
+    while a moved dataset folder must not miss the cache. Bytes and in-memory images are hashed.
     """
     digest = hashlib.sha256()
     image_part = ""
@@ -44,15 +43,22 @@ def item_content_hash(item: Item, instruction: str | None, prompt: str | None, d
             path = Path(item.image)
             rel = os.path.relpath(path, data_root) if data_root is not None else str(path)
             size = path.stat().st_size if path.exists() else -1
-            image_part = f"{rel}\x1e{size}"
-        elif isinstance(item.image, bytes):
+            image_part = f"path:{rel}\x1e{size}"
+        elif isinstance(item.image, (bytes, bytearray)):
             image_part = "bytes:" + hashlib.sha256(item.image).hexdigest()
         else:  # a PIL image held in memory
-            image_part = "pixels:" + hashlib.sha256(item.image.tobytes()).hexdigest()
-    for part in (item.modality, item.text or "", image_part, instruction or "", prompt or ""):
+            image_part = f"pixels:{item.image.mode}:{item.image.size}:" + hashlib.sha256(item.image.tobytes()).hexdigest()
+    for part in (item.modality, "\x00" if item.text is None else item.text, image_part):
         digest.update(part.encode("utf-8"))
         digest.update(b"\x1f")
-    return digest.digest()
+    return digest.hexdigest()
+
+
+def item_content_hash(item: Item, instruction: str | None, prompt: str | None, data_root: Path | None) -> bytes:
+    """A digest of everything about an item that can change its embedding: content, instruction, prompt."""
+    payload = "\x1f".join((item_digest(item, data_root), "\x00" if instruction is None else instruction,
+                           "\x00" if prompt is None else prompt))
+    return hashlib.sha256(payload.encode("utf-8")).digest()
 
 
 def embedding_key(model_fingerprint: str, role: str, dtype: str, hashes: Sequence[bytes]) -> str:
@@ -78,21 +84,10 @@ class _ItemDataset:
         index = int(self.order[position])
         item = self.table.item(index)
         if isinstance(item.image, (str, Path)):
-            item = Item(item.id, item.text, load_image(item.image, item.id), item.modality)
+            from mbench.models.base import load_image
+
+            item = Item(item.id, item.text, load_image(item), item.modality)
         return position, item
-
-
-def load_image(path: str | Path, item_id: str) -> Any:
-    """Decode an image file to RGB, with an error naming the item and the file when it fails."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except FileNotFoundError:
-        raise MbenchError(f"image of item {item_id} not found: {path}") from None
-    except OSError as err:
-        raise MbenchError(f"image of item {item_id} is unreadable: {path} ({err})") from None
 
 
 def _collate(batch: list[tuple[int, Item]]) -> list[tuple[int, Item]]:

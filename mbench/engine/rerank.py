@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import sqlite3
 import sys
 import time
@@ -46,7 +45,8 @@ from typing import Any
 
 import numpy as np
 
-from mbench.data.types import Item, ItemTable, TaskData
+from mbench.data.types import ItemTable, TaskData
+from mbench.engine.encode import item_digest
 from mbench.errors import MbenchError
 from mbench.tasks.spec import TaskSpec
 
@@ -57,26 +57,6 @@ SUBMISSION_FILE = "submission.json"
 
 
 # -- identities and the score cache -----------------------------------------------------------
-
-
-def item_digest(item: Item, data_root: Path | str | None = None) -> str:
-    """Hex digest of what a reranker sees of an item: modality, text and image (relative path + size, or bytes)."""
-    digest = hashlib.sha256()
-    image_part = ""
-    if item.image is not None:
-        if isinstance(item.image, (str, Path)):
-            path = Path(item.image)
-            rel = os.path.relpath(path, data_root) if data_root is not None else str(path)
-            size = path.stat().st_size if path.exists() else -1
-            image_part = f"path:{rel}\x1e{size}"
-        elif isinstance(item.image, (bytes, bytearray)):
-            image_part = "bytes:" + hashlib.sha256(item.image).hexdigest()
-        else:  # a PIL image held in memory
-            image_part = f"pixels:{item.image.mode}:{item.image.size}:" + hashlib.sha256(item.image.tobytes()).hexdigest()
-    for part in (item.modality, "\x00" if item.text is None else item.text, image_part):
-        digest.update(part.encode("utf-8"))
-        digest.update(b"\x1f")
-    return digest.hexdigest()
 
 
 def pair_key(reranker_fingerprint: str, prompt: str | None, query_digest: str, cand_digest: str) -> str:
