@@ -66,18 +66,24 @@ def run(args: argparse.Namespace) -> int:
         # pool) concern scoring, not the items sampled here.
         warnings.simplefilter("ignore", DataWarning)
         tasks = [load_task(spec, data_dir=None, cache_dir=args.cache_dir) for spec in specs]
-    queries = conformance.sample_items([t.queries for t in tasks], args.per_modality)
+    sampled_queries = conformance.sample_items_with_source([t.queries for t in tasks], args.per_modality)
     candidates = conformance.sample_items([t.pool for t in tasks], args.per_modality)
+    queries = [item for item, _ in sampled_queries]
 
     model = build_model(args.model, parse_model_args(args.model_arg), device=args.device, dtype=args.dtype)
     family = getattr(getattr(model, "meta", None), "prompt_family", None)
-    prompt = next((spec.prompts[family] for spec in specs if family and family in spec.prompts), None)
+    # As in a run: each query gets its own task's prompt; a reranker scores pairs of one task.
+    query_prompts = [specs[t].prompts.get(family) if family else None for _, t in sampled_queries]
+    # A prompt-driven reranker cannot score a task without its prompt; such tasks give no pairs.
+    pairs = [(query, tasks[t].pool.item(0), prompt)
+             for (query, t), prompt in zip(sampled_queries, query_prompts) if prompt is not None or not family]
     tolerance = args.tolerance
     if tolerance is None:
         half = args.dtype in ("float16", "bfloat16")
         tolerance = conformance.HALF_TOLERANCE if half else conformance.FP32_TOLERANCE
     results = conformance.run_conformance(
-        model, queries, candidates, batch_sizes=batch_sizes, tolerance=tolerance, prompt=prompt
+        model, queries, candidates, batch_sizes=batch_sizes, tolerance=tolerance, query_prompts=query_prompts,
+        pairs=pairs,
     )
     print(f"check-model {args.model}: {len(queries)} queries and {len(candidates)} candidates from {len(specs)} mini tasks")
     print(conformance.format_report(results))

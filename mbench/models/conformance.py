@@ -43,21 +43,30 @@ def run_conformance(
     *,
     batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
     tolerance: float = FP32_TOLERANCE,
-    prompt: str | None = None,
+    query_prompts: Sequence[str | None] | None = None,
+    pairs: Sequence[tuple[Item, Item, str | None]] | None = None,
 ) -> list[CheckResult]:
-    """Run every check that applies to ``model``'s kind over sample queries and candidates."""
+    """Run every check that applies to ``model``'s kind over sample queries and candidates.
+
+    As in a real run, each query gets the prompt of the task it came from (``query_prompts``,
+    aligned with ``queries``) and candidates get none; a reranker scores ``pairs`` drawn from
+    one task each, with that task's prompt.
+    """
     try:
         kind = model_kind(model)
     except Exception as err:
         return [CheckResult("protocol", False, str(err))]
     results = [CheckResult("protocol", True, f"{type(model).__name__} is a {kind}")]
     if kind == "retriever":
-        for role, items in (("query", queries), ("candidate", candidates)):
-            results += check_retriever(model, items, role, batch_sizes=batch_sizes, tolerance=tolerance, prompt=prompt)
+        results += check_retriever(model, queries, "query", batch_sizes=batch_sizes, tolerance=tolerance,
+                                   prompts=query_prompts)
+        results += check_retriever(model, candidates, "candidate", batch_sizes=batch_sizes, tolerance=tolerance)
     elif kind == "lexical":
         results += check_lexical(model, queries, candidates, batch_sizes=batch_sizes)
     else:
-        results += check_reranker(model, queries, candidates, batch_sizes=batch_sizes, tolerance=tolerance, prompt=prompt)
+        if pairs is None:
+            pairs = [(q, c, None) for q, c in zip(queries, candidates)]
+        results += check_reranker(model, pairs, batch_sizes=batch_sizes, tolerance=tolerance)
     return results
 
 
@@ -70,8 +79,8 @@ def _instructions(model: Any, items: Sequence[Item], role: Role) -> list[str | N
     return [SAMPLE_INSTRUCTION if use else None for _ in items]
 
 
-def _prompts(model: Any, items: Sequence[Item], prompt: str | None) -> list[str | None]:
-    return [prompt if model.meta.prompt_family else None for _ in items]
+def _prompts(model: Any, items: Sequence[Item], prompt_of: dict[int, str | None]) -> list[str | None]:
+    return [prompt_of.get(id(item)) if model.meta.prompt_family else None for item in items]
 
 
 def _chunks(items: Sequence[Item], size: int) -> list[Sequence[Item]]:
@@ -85,16 +94,21 @@ def check_retriever(
     *,
     batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
     tolerance: float = FP32_TOLERANCE,
-    prompt: str | None = None,
+    prompts: Sequence[str | None] | None = None,
 ) -> list[CheckResult]:
-    """Outputs, batch determinism and modality handling of a dense Retriever for one role."""
+    """Outputs, batch determinism and modality handling of a dense Retriever for one role.
+
+    ``prompts`` (aligned with ``items``) are handed to a plugin that has a prompt family.
+    """
     import torch
+
+    prompt_of = {id(item): prompt for item, prompt in zip(items, prompts or [])}
 
     declared = _declared(model, role)
     accepted = [item for item in items if item.modality in declared]
     results = check_modalities_handled(
         lambda batch: model.encode(
-            batch, role=role, instructions=_instructions(model, batch, role), prompts=_prompts(model, batch, prompt)
+            batch, role=role, instructions=_instructions(model, batch, role), prompts=_prompts(model, batch, prompt_of)
         ),
         items,
         declared,
@@ -108,7 +122,7 @@ def check_retriever(
         try:
             parts = [
                 model.encode(
-                    chunk, role=role, instructions=_instructions(model, chunk, role), prompts=_prompts(model, chunk, prompt)
+                    chunk, role=role, instructions=_instructions(model, chunk, role), prompts=_prompts(model, chunk, prompt_of)
                 )
                 for chunk in _chunks(accepted, size)
             ]
@@ -272,35 +286,38 @@ def check_lexical(
 
 def check_reranker(
     model: Any,
-    queries: Sequence[Item],
-    candidates: Sequence[Item],
+    pairs: Sequence[tuple[Item, Item, str | None]],
     *,
     batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
     tolerance: float = FP32_TOLERANCE,
-    prompt: str | None = None,
 ) -> list[CheckResult]:
-    """Score outputs, batch determinism and modality handling of a Reranker over (query, candidate) pairs."""
+    """Score outputs, batch determinism and modality handling of a Reranker over (query, candidate, prompt) pairs."""
     import torch
 
     meta = model.meta
-    qs = [q for q in queries if q.modality in meta.query_modalities]
-    cs = [c for c in candidates if c.modality in meta.cand_modalities]
-    if not qs or not cs:
-        return [CheckResult("score outputs", False, "the sample has no query or candidate of a declared modality")]
 
-    def score(query_batch: Sequence[Item], cand_batch: Sequence[Item]) -> Any:
-        return model.score(query_batch, cand_batch, prompts=[prompt if meta.prompt_family else None] * len(query_batch))
+    def score(batch: Sequence[tuple[Item, Item, str | None]]) -> Any:
+        prompts = [prompt if meta.prompt_family else None for _, _, prompt in batch]
+        return model.score([q for q, _, _ in batch], [c for _, c, _ in batch], prompts=prompts)
 
-    results = check_modalities_handled(lambda batch: score([qs[0]] * len(batch), batch), candidates, meta.cand_modalities, "candidate modalities")
-    results += check_modalities_handled(lambda batch: score(batch, [cs[0]] * len(batch)), queries, meta.query_modalities, "query modalities")
-    n = max(len(qs), len(cs))
-    pair_q = [qs[i % len(qs)] for i in range(n)]
-    pair_c = [cs[i % len(cs)] for i in range(n)]
-    pair_ids = [Item(f"{q.id}|{c.id}", None, None, "text") for q, c in zip(pair_q, pair_c)]
+    def by_role(role: int) -> Callable[[Sequence[Item]], Any]:
+        # The modality check hands one item; score it within a pair it came with.
+        def call(items: Sequence[Item]) -> Any:
+            return score([next(pair for pair in pairs if pair[role] is item) for item in items])
+
+        return call
+
+    results = check_modalities_handled(by_role(1), [c for _, c, _ in pairs], meta.cand_modalities, "candidate modalities")
+    results += check_modalities_handled(by_role(0), [q for q, _, _ in pairs], meta.query_modalities, "query modalities")
+    usable = [p for p in pairs if p[0].modality in meta.query_modalities and p[1].modality in meta.cand_modalities]
+    if not usable:
+        return results + [CheckResult("score outputs", False, "the sample has no pair of declared modalities")]
+    n = len(usable)
+    pair_ids = [Item(f"{q.id}|{c.id}", None, None, "text") for q, c, _ in usable]
     outputs = {}
     for size in batch_sizes:
         try:
-            parts = [score(pair_q[i : i + size], pair_c[i : i + size]) for i in range(0, n, size)]
+            parts = [score(usable[i : i + size]) for i in range(0, n, size)]
         except Exception as err:
             return results + [CheckResult("score outputs", False, f"score failed with batch size {size}: {type(err).__name__}: {err}")]
         if not all(isinstance(p, torch.Tensor) and p.is_floating_point() for p in parts):
@@ -316,9 +333,9 @@ def check_reranker(
     return results
 
 
-def sample_items(tables: Sequence[ItemTable], per_modality: int) -> list[Item]:
-    """Up to ``per_modality`` items of each modality, taken round-robin over ``tables`` so every task is represented."""
-    picked: dict[str, list[Item]] = {m: [] for m in MODALITIES}
+def sample_items_with_source(tables: Sequence[ItemTable], per_modality: int) -> list[tuple[Item, int]]:
+    """Like ``sample_items``, with the index of the table each item came from."""
+    picked: dict[str, list[tuple[Item, int]]] = {m: [] for m in MODALITIES}
     cursors = [0] * len(tables)
     progress = True
     while progress:
@@ -329,14 +346,19 @@ def sample_items(tables: Sequence[ItemTable], per_modality: int) -> list[Item]:
                 cursors[t] += 1
                 bucket = picked.setdefault(item.modality, [])
                 if len(bucket) < per_modality:
-                    bucket.append(item)
+                    bucket.append((item, t))
                     progress = True
                     break
     # Modalities interleaved, so batches of 7 mix them the way a real pool can.
-    out: list[Item] = []
+    out: list[tuple[Item, int]] = []
     for i in range(per_modality):
         out += [bucket[i] for bucket in picked.values() if i < len(bucket)]
     return out
+
+
+def sample_items(tables: Sequence[ItemTable], per_modality: int) -> list[Item]:
+    """Up to ``per_modality`` items of each modality, taken round-robin over ``tables`` so every task is represented."""
+    return [item for item, _ in sample_items_with_source(tables, per_modality)]
 
 
 def format_report(results: Sequence[CheckResult]) -> str:
