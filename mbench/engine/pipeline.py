@@ -14,7 +14,12 @@ from typing import Any
 import numpy as np
 
 from mbench.data.types import ItemTable, TaskData
-from mbench.engine.encode import EncodeOptions, embedding_key, encode_rows, item_content_hash
+from mbench.engine.encode import (
+    EncodeOptions,
+    embedding_key,
+    encode_rows,
+    item_content_hash,
+)
 from mbench.engine.instructions import resolve_instructions
 from mbench.errors import MbenchError
 from mbench.metrics import evaluate, required_depth
