@@ -101,8 +101,30 @@ def pool_table(frame: pd.DataFrame, root: Path, path: Path, problems: Problems) 
     )
 
 
+# The last global pool read, by its files' identity: the 16 M-BEIR tasks of one run share one
+# 5.6M-row pool, so it is parsed once per process (and shared by object, which lets the engine
+# reuse what it derived from it, such as embedding keys and tie ranks).
+_GLOBAL_POOL_MEMO: dict[tuple, ItemTable] = {}
+
+
 def read_global_pool(members: Sequence[PoolMember], problems: Problems) -> ItemTable:
     """The concatenation of local pools, with ``source`` naming each candidate's pool; a did in two pools is a problem."""
+    identity = tuple(
+        (member.task, str(member.path), str(member.root), member.path.stat().st_mtime_ns, member.path.stat().st_size)
+        for member in members
+        if member.path.exists()
+    )
+    if len(identity) == len(members) and identity in _GLOBAL_POOL_MEMO:
+        return _GLOBAL_POOL_MEMO[identity]
+    clean = not problems
+    table = _read_global_pool(members, problems)
+    if clean and not problems and len(identity) == len(members):
+        _GLOBAL_POOL_MEMO.clear()
+        _GLOBAL_POOL_MEMO[identity] = table
+    return table
+
+
+def _read_global_pool(members: Sequence[PoolMember], problems: Problems) -> ItemTable:
     frames, sources = [], []
     for number, member in enumerate(members):
         frame = read_pool(member.path)

@@ -90,6 +90,29 @@ def pool_segments(pool: ItemTable) -> list[tuple[str, np.ndarray]]:
     return segments
 
 
+class _TableMemo:
+    """Values derived from one item table (keys, tie ranks), kept while the table object lives.
+
+    The M-BEIR global pool is one shared object across the 16 tasks of a run; hashing its 5.6M
+    items or sorting its ids once per task would be wasted work.
+    """
+
+    def __init__(self) -> None:
+        self._table: ItemTable | None = None
+        self._values: dict[Any, Any] = {}
+
+    def get(self, table: ItemTable, name: Any, compute: Callable[[], Any]) -> Any:
+        """``compute()`` for ``table``, or the value computed before for this very object."""
+        if self._table is not table:
+            self._table, self._values = table, {}
+        if name not in self._values:
+            self._values[name] = compute()
+        return self._values[name]
+
+
+_POOL_MEMO = _TableMemo()
+
+
 class Encoder:
     """Encodes item tables through the embedding store: stored shards are reused, missing ones computed."""
 
@@ -117,10 +140,16 @@ class Encoder:
         """The stored embedding entry of ``table[rows]`` (computed for the shards not yet stored)."""
         from mbench.models.base import check_items
 
-        hashes = [
-            item_content_hash(table.item(int(r)), instructions[int(r)], prompts[int(r)], data_root) for r in rows
-        ]
-        key = embedding_key(self.fingerprint, role, self.dtype_name, hashes)
+        def key_of() -> str:
+            hashes = [
+                item_content_hash(table.item(int(r)), instructions[int(r)], prompts[int(r)], data_root) for r in rows
+            ]
+            return embedding_key(self.fingerprint, role, self.dtype_name, hashes)
+
+        if role == "candidate":  # candidates carry no instruction or prompt: the key depends on content only
+            key = _POOL_MEMO.get(table, ("key", self.fingerprint, self.dtype_name, label, len(rows)), key_of)
+        else:
+            key = key_of()
         meta = {
             "model": self.model.meta.name,
             "fingerprint": self.fingerprint,
@@ -285,7 +314,7 @@ def retrieve(
     details["items_encoded"] = encoder.items_encoded
     queries = np.asarray(query_entry.load()[:], dtype=np.float32)
     pool = concat_entries(cand_entries)
-    tie = tie_ranks(data.pool.ids)
+    tie = _POOL_MEMO.get(data.pool, "tie_ranks", lambda: tie_ranks(data.pool.ids))
     scores, indices = _timed(
         timings,
         "search",
