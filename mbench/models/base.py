@@ -175,6 +175,15 @@ def check_items(meta: ModelMeta, items: Iterable[Item], role: Role) -> None:
             raise MbenchError(f"{role} {item.id!r} has modality {item.modality!r} but no image")
 
 
+def check_encode_call(
+    meta: ModelMeta, items: Sequence[Item], role: Role, instructions: Sequence[str | None], prompts: Sequence[str | None]
+) -> None:
+    """The checks every ``encode`` starts with: one instruction and one prompt per item, declared modalities."""
+    if len(instructions) != len(items) or len(prompts) != len(items):
+        raise ValueError("encode needs exactly one instruction and one prompt per item")
+    check_items(meta, items, role)
+
+
 def load_image(item: Item) -> Image.Image:
     """The item's image as an RGB PIL image (from a path, bytes or a PIL image); a missing file is an error."""
     from PIL import Image

@@ -30,7 +30,13 @@ import torch.nn.functional as F
 
 from mbench.data.types import Item
 from mbench.errors import MbenchError
-from mbench.models.base import ModelMeta, Role, check_items, file_digest, load_image
+from mbench.models.base import (
+    ModelMeta,
+    Role,
+    check_encode_call,
+    file_digest,
+    load_image,
+)
 from mbench.models.builtin.hub import resolve_model_dir
 from mbench.text import uniir_format_string, uniir_query_text
 
@@ -233,9 +239,7 @@ class CLIPScoreFusion:
         prompts: Sequence[str | None],
     ) -> torch.Tensor:
         """Unit-length fused embeddings [len(items), projection_dim]."""
-        if len(instructions) != len(items) or len(prompts) != len(items):
-            raise ValueError("encode needs exactly one instruction and one prompt per item")
-        check_items(self.meta, items, role)
+        check_encode_call(self.meta, items, role, instructions, prompts)
         texts = self.texts_for(items, role, instructions)
         fused = self.fused_features(texts, [item.image is not None for item in items], items)
         return F.normalize(fused.float(), dim=-1)

@@ -26,7 +26,12 @@ import torch.nn.functional as F
 
 from mbench.data.types import Item
 from mbench.errors import MbenchError
-from mbench.models.base import ModelMeta, Role, check_items, load_image
+from mbench.models.base import (
+    ModelMeta,
+    Role,
+    check_encode_call,
+    load_image,
+)
 from mbench.models.builtin.hub import resolve_model_dir
 
 PLUGIN_VERSION = "1"
@@ -124,9 +129,7 @@ class E5V:
         prompts: Sequence[str | None],
     ) -> torch.Tensor:
         """Unit-length embeddings [len(items), hidden_size]; instructions are not used by E5-V."""
-        if len(instructions) != len(items) or len(prompts) != len(items):
-            raise ValueError("encode needs exactly one instruction and one prompt per item")
-        check_items(self.meta, items, role)
+        check_encode_call(self.meta, items, role, instructions, prompts)
         inputs = self.model_inputs(items, role, prompts)
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)

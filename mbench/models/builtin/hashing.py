@@ -24,7 +24,12 @@ import torch
 
 from mbench.data.types import MODALITIES, Item
 from mbench.errors import MbenchError
-from mbench.models.base import ModelMeta, Role, check_items, load_image
+from mbench.models.base import (
+    ModelMeta,
+    Role,
+    check_encode_call,
+    load_image,
+)
 
 PLUGIN_VERSION = "1"
 
@@ -114,9 +119,7 @@ class HashingRetriever:
         prompts: Sequence[str | None],
     ) -> torch.Tensor:
         """Unit vectors [len(items), dim] (float32); NaN rows for the ids in ``nan_ids``."""
-        if len(instructions) != len(items) or len(prompts) != len(items):
-            raise ValueError("encode needs exactly one instruction and one prompt per item")
-        check_items(self.meta, items, role)
+        check_encode_call(self.meta, items, role, instructions, prompts)
         self.encode_calls += 1
         rows = []
         for item, instruction, prompt in zip(items, instructions, prompts):

@@ -45,7 +45,13 @@ import torch
 
 from mbench.data.types import Item
 from mbench.errors import MbenchError
-from mbench.models.base import ModelMeta, Role, check_items, directory_digest, load_image
+from mbench.models.base import (
+    ModelMeta,
+    Role,
+    check_encode_call,
+    directory_digest,
+    load_image,
+)
 
 PLUGIN_VERSION = "1"
 DEFAULT_MODEL = "llava-hf/llava-v1.6-mistral-7b-hf"
@@ -280,9 +286,7 @@ class LlavaNextRetriever:
         prompts: Sequence[str | None],
     ) -> torch.Tensor:
         """Unit-length float32 embeddings [len(items), dim]."""
-        if len(instructions) != len(items) or len(prompts) != len(items):
-            raise ValueError("encode needs exactly one instruction and one prompt per item")
-        check_items(self.meta, items, role)
+        check_encode_call(self.meta, items, role, instructions, prompts)
         texts = [
             self.render(item, role=role, instruction=instruction, prompt=prompt)
             for item, instruction, prompt in zip(items, instructions, prompts)

@@ -30,7 +30,12 @@ import torch
 
 from mbench.data.types import Item
 from mbench.errors import MbenchError
-from mbench.models.base import ModelMeta, Role, check_items, load_image
+from mbench.models.base import (
+    ModelMeta,
+    Role,
+    check_encode_call,
+    load_image,
+)
 from mbench.models.builtin.llava_next import resolve_dtype, resolve_model_dir
 
 PLUGIN_VERSION = "1"
@@ -110,9 +115,7 @@ class MMEmbedRetriever:
         prompts: Sequence[str | None],
     ) -> torch.Tensor:
         """Unit-length float32 embeddings [len(items), dim]."""
-        if len(instructions) != len(items) or len(prompts) != len(items):
-            raise ValueError("encode needs exactly one instruction and one prompt per item")
-        check_items(self.meta, items, role)
+        check_encode_call(self.meta, items, role, instructions, prompts)
         # Candidates never take an instruction (Table 11).
         keys = list(instructions) if role == "query" else [None] * len(items)
         groups: dict[str | None, list[int]] = {}

@@ -20,7 +20,12 @@ import torch
 
 from mbench.data.types import Item
 from mbench.errors import MbenchError
-from mbench.models.base import ModelMeta, Role, check_items, directory_digest
+from mbench.models.base import (
+    ModelMeta,
+    Role,
+    check_encode_call,
+    directory_digest,
+)
 
 PLUGIN_VERSION = "1"
 
@@ -141,9 +146,7 @@ class SentenceTransformerRetriever:
         prompts: Sequence[str | None],
     ) -> torch.Tensor:
         """Embeddings [len(items), dim] (float32, unit length unless normalize=false)."""
-        if len(instructions) != len(items) or len(prompts) != len(items):
-            raise ValueError("encode needs exactly one instruction and one prompt per item")
-        check_items(self.meta, items, role)
+        check_encode_call(self.meta, items, role, instructions, prompts)
         # Items sharing a prefix are encoded together with sentence-transformers' `prompt=`, so
         # models that pool without their prompt tokens (include_prompt=False) behave as upstream.
         groups: dict[str, list[int]] = {}
