@@ -245,3 +245,59 @@ def test_run_with_reranker_writes_the_rerank_result_beside_the_retrieval_one(env
     assert record["rerank"]["first_stage"]["path"] == str(first.resolve())
     out = capsys.readouterr().out
     assert "mini.mbeir.webqa.t2t (rerank)" in out
+
+
+def _circo_test_split(env) -> tuple[Path, Path]:
+    """A CIRCO test split (no ground truth) beside the mini CIRCO images, and its task YAML."""
+    import shutil
+
+    from mbench.data.loader import cache_root
+    from mbench.data.mini import ensure_mini
+
+    mini = ensure_mini(cache_root(env["cache"])) / "circo"
+    root = env["tmp"] / "data"
+    shutil.copytree(mini, root / "circo")
+    val = json.loads((root / "circo" / "annotations" / "val.json").read_text())
+    test = [{k: v for k, v in q.items() if k not in ("target_img_id", "gt_img_ids")} for q in val]
+    (root / "circo" / "annotations" / "test.json").write_text(json.dumps(test))
+    tasks = env["tmp"] / "tasks"
+    tasks.mkdir()
+    spec = (REPO_ROOT / "tasks" / "mini" / "circo_val.yaml").read_text()
+    spec = (spec.replace("name: mini.circo.val", "name: local.circo.test").replace("generator: mini\n", "")
+            .replace("split: val", "split: test").replace("annotations/val.json", "annotations/test.json"))
+    spec = spec.split("n_queries:")[0] + "depth: 50\nscored: false\n" + spec[spec.index("instructions:"):]
+    (tasks / "circo_test.yaml").write_text(spec)
+    return root, tasks
+
+
+def test_unscored_circo_test_split_writes_the_submission_file(env):
+    data, tasks = _circo_test_split(env)
+    code = run_cli(env, "--tasks", "local.circo.test", "--data-dir", str(data), "--tasks-dir", str(tasks),
+                   "--reranker", "test_rerank_engine:KeywordReranker", log=False)
+    assert code == 0
+    [first] = env["results"].glob("hash-embed/*/local.circo.test/local")
+    query_ids = [str(q["id"]) for q in json.loads((data / "circo/annotations/test.json").read_text())]
+    for directory in (first, next(first.glob("rerank-*"))):
+        submission = json.loads((directory / "submission.json").read_text())
+        assert list(submission) == query_ids
+        assert all(len(ids) == 50 == len(set(ids)) for ids in submission.values())
+        assert json.loads((directory / "result.json").read_text())["metrics"] == {}
+
+
+def test_faiss_backend_gives_the_same_ranking_as_torch(env):
+    pytest.importorskip("faiss", reason="faiss-cpu is the optional `faiss` extra")
+    run_cli(env, "--tasks", "mini.beir.towns")
+    torch_lines = run_file_lines(env, "mini.beir.towns")
+    run_cli(env, "--tasks", "mini.beir.towns", "--search-backend", "faiss", "--overwrite")
+    faiss_lines = run_file_lines(env, "mini.beir.towns")
+    # The same ranking, except that candidates whose scores agree to ~1e-6 may swap: the two
+    # BLAS kernels round the last float bits differently, which decides near-ties.
+    assert len(faiss_lines) == len(torch_lines)
+    faiss_rows = [line.split() for line in faiss_lines]
+    torch_rows = [line.split() for line in torch_lines]
+    for i, (f, t) in enumerate(zip(faiss_rows, torch_rows)):
+        assert f[0] == t[0] and f[3] == t[3]
+        assert float(f[4]) == pytest.approx(float(t[4]), abs=1e-6)
+        if f[2] != t[2]:
+            neighbours = [torch_rows[j] for j in (i - 1, i + 1) if 0 <= j < len(torch_rows) and torch_rows[j][0] == t[0]]
+            assert any(n[2] == f[2] and abs(float(n[4]) - float(t[4])) < 1e-6 for n in neighbours), (f, t)
