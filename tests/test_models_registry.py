@@ -105,7 +105,7 @@ PLUGIN_SOURCE = textwrap.dedent(
             self.meta = ModelMeta("toy", "1", "r", {"text"}, {"text"}, 4)
 
         def encode(self, items, *, role, instructions, prompts):
-            raise NotImplementedError
+            raise AssertionError("a factory double: only its signature is inspected, never called")
 
     def make_toy(**kwargs):
         return Toy(Path("/fixed"), **{k: float(v) for k, v in kwargs.items()})
