@@ -54,7 +54,12 @@ def run(args: argparse.Namespace) -> int:
     from mbench.engine.pipeline import RunOptions, run_task
     from mbench.engine.store import EmbeddingStore, default_store_root
     from mbench.errors import MbenchError
-    from mbench.models.registry import accepted_args, build_model, parse_model_args, resolve_factory
+    from mbench.models.registry import (
+        accepted_args,
+        build_model,
+        parse_model_args,
+        resolve_factory,
+    )
     from mbench.results import default_results_dir
     from mbench.tasks import expand_task_names, load_task_spec
 
@@ -72,7 +77,10 @@ def run(args: argparse.Namespace) -> int:
         if "trust_remote_code" not in {a.name for a in accepted_args(factory)[0]}:
             raise MbenchError(f"model {args.model!r} runs no remote code; drop --trust-remote-code")
         model_args.setdefault("trust_remote_code", "true")
-    device = args.device or _default_device()
+    from mbench.engine.distributed import current_world, rank_device
+
+    device = rank_device(args.device or _default_device())
+    world = current_world(device)
     options = RunOptions(
         pool=args.pool,
         data_dir=args.data_dir,
@@ -90,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         shard_size=args.shard_size,
         requested_model=args.model,
+        world=world,
     )
     model = build_model(args.model, model_args, device=device)
     specs = _compatible_tasks(model.meta, specs, set(requested))
@@ -97,9 +106,14 @@ def run(args: argparse.Namespace) -> int:
     outcomes = []
     for spec in specs:
         outcome = run_task(model, model_args, spec, options, store=store)
+        if not world.is_main:
+            continue
         status = "computed" if outcome.computed else "exists (use --overwrite to recompute)"
         print(f"{spec.name} [{args.pool}]: {status} -> {outcome.directory}", file=sys.stderr)
         outcomes.append((spec, outcome))
+    world.barrier()
+    if not world.is_main:  # rank 0 reranks, prints and has written every result
+        return 0
     if args.reranker:
         outcomes = _rerank_all(args, outcomes, options)
     print(_summary_table(model.meta.name, outcomes))

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from mbench.data.types import ItemTable, TaskData
+from mbench.engine.distributed import World, merge_top_k, slice_bounds
 from mbench.engine.encode import (
     EncodeOptions,
     embedding_key,
@@ -48,6 +49,7 @@ class RunOptions:
     progress: bool = True
     shard_size: int = 8192
     requested_model: str | None = None
+    world: World = field(default_factory=World)
 
 
 @dataclass
@@ -116,9 +118,10 @@ _POOL_MEMO = _TableMemo()
 class Encoder:
     """Encodes item tables through the embedding store: stored shards are reused, missing ones computed."""
 
-    def __init__(self, model: Any, store: Any, options: EncodeOptions, dtype_name: str) -> None:
+    def __init__(self, model: Any, store: Any, options: EncodeOptions, dtype_name: str, world: World = World()) -> None:
         from mbench.models.base import model_fingerprint
 
+        self.world = world
         self.model = model
         self.store = store
         self.options = options
@@ -163,7 +166,9 @@ class Encoder:
             entry = self.store.open(key)
         else:
             entry = self.store.entry(key, n_items=len(rows), shard_size=self.options.shard_size, meta=meta)
-        missing = entry.missing_shards()
+        # Under torchrun each rank computes the missing shards of its residue class; every rank
+        # then waits for the others and checks that the entry is complete.
+        missing = entry.missing_shards_for_rank(self.world.rank, self.world.size)
         if missing:
             check_items(self.model.meta, table.items(rows[: min(len(rows), 64)]), role)  # fail fast on modality
             total = sum(len(entry.shard_range(s)) for s in missing)
@@ -188,6 +193,11 @@ class Encoder:
                     self.items_encoded += len(shard_rows)
             finally:
                 bar.close()
+        if self.world.size > 1:
+            self.world.barrier()
+            left = entry.missing_shards()
+            if left:
+                raise MbenchError(f"{role} embeddings {label}: shards {left[:10]} were not computed by their ranks")
         return entry
 
 
@@ -289,6 +299,7 @@ def retrieve(
         EncodeOptions(batch_size=options.batch_size, num_workers=options.num_workers, device=options.device,
                       shard_size=options.shard_size, progress=options.progress),
         dtype_name,
+        options.world,
     )
     root = _data_root_of(data)
     query_rows = np.arange(len(qids), dtype=np.int64)
@@ -315,12 +326,28 @@ def retrieve(
     queries = np.asarray(query_entry.load()[:], dtype=np.float32)
     pool = concat_entries(cand_entries)
     tie = _POOL_MEMO.get(data.pool, "tie_ranks", lambda: tie_ranks(data.pool.ids))
-    scores, indices = _timed(
-        timings,
-        "search",
-        lambda: search(queries, pool, min(fetch, len(data.pool)), backend=options.search_backend, tie_rank=tie,
-                       device=options.device),
-    )
+    k = min(fetch, len(data.pool))
+    world = options.world
+    if world.size == 1:
+        scores, indices = _timed(
+            timings, "search",
+            lambda: search(queries, pool, k, backend=options.search_backend, tie_rank=tie, device=options.device),
+        )
+    else:
+        # Each rank searches its slice of the pool; rank 0 merges the exact per-slice top-k.
+        start, stop = slice_bounds(len(data.pool), world)
+        # The slice's own permutation with the same relative order of ids.
+        local_tie = np.argsort(np.argsort(tie[start:stop], kind="stable"), kind="stable")
+        part_scores, part_indices = _timed(
+            timings, "search",
+            lambda: search(queries, pool[start:stop], min(k, stop - start), backend=options.search_backend,
+                           tie_rank=local_tie, device=options.device) if stop > start
+            else (np.zeros((len(qids), 0), np.float32), np.zeros((len(qids), 0), np.int64)),
+        )
+        parts = world.gather((part_scores, np.where(part_indices >= 0, part_indices + start, -1)))
+        if not world.is_main:
+            return np.zeros((len(qids), 0), np.float32), np.zeros((len(qids), 0), np.int64), details
+        scores, indices = merge_top_k(parts, tie, k)
     if indices.shape[1] < fetch:
         pad = fetch - indices.shape[1]
         indices = np.concatenate([indices, np.full((len(qids), pad), -1, dtype=np.int64)], axis=1)
@@ -393,6 +420,8 @@ def run_task(model: Any, model_args: dict[str, Any], spec: TaskSpec, options: Ru
     data = _timed(timings, "load", lambda: load_task(spec, data_dir=options.data_dir, pool=options.pool,
                                                      cache_dir=options.cache_dir))
     scores, indices, details = retrieve(model, spec, data, options, store=store, timings=timings)
+    if not options.world.is_main:  # only rank 0 writes results
+        return TaskOutcome(spec.name, directory, computed=True, data=data)
     record = {
         "mbench_result_version": 1,
         "task": spec.name,
@@ -410,7 +439,7 @@ def run_task(model: Any, model_args: dict[str, Any], spec: TaskSpec, options: Ru
         "prompt": details["prompt"],
         "search_backend": options.search_backend,
         "device": options.device,
-        "world_size": 1,
+        "world_size": options.world.size,
         "versions": results.library_versions(),
         "git_sha": results.git_sha(),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
