@@ -46,7 +46,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build the table and print (or write) it; notes about the choice of results go to stderr."""
-    from mbench.leaderboard import list_packaged_leaderboards, load_leaderboard, resolve_leaderboard_path
+    from mbench.leaderboard import (
+        list_packaged_leaderboards,
+        load_leaderboard,
+        resolve_leaderboard_path,
+    )
     from mbench.results import default_results_dir
     from mbench.tables import adhoc_leaderboard, build_table, render, significance
 
