@@ -5,7 +5,7 @@ A sweep file (validated strictly: an unknown key is an error naming the file and
     # sweeps/instructions.yaml: which instruction each query gets, on the M-BEIR tasks
     models:                               # each: model (name, alias or module:factory), model_args, optional name label
       - model: clip-sf
-        model_args: {checkpoint: /ckpt/clip_sf_large.pth}
+        model_args: {dtype: float16}
     checkpoints: [/ckpt/step1000.pth, /ckpt/step2000.pth]   # optional: one point per path, passed as
     checkpoint_arg: checkpoint            # --model-arg checkpoint=PATH (default arg name: checkpoint)
     tasks: [mbeir]                        # one point per entry; an entry is a task, a group or "a,b"
@@ -42,13 +42,20 @@ import os
 import shlex
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from mbench.engine.instructions import INSTRUCTION_POLICIES
 from mbench.errors import MbenchError
@@ -232,9 +239,22 @@ class GridPoint:
 
 
 def _format_errors(path: Path, err: ValidationError) -> str:
+    import difflib
+
     from mbench.tasks.loader import format_validation_error
 
-    return format_validation_error(path, err, SweepSpec, {})
+    text = format_validation_error(path, err, SweepSpec, {})
+    # The shared formatter suggests keys at the top level only; a typo inside a model entry
+    # (models.0.modle_args) deserves the same hint.
+    for item in err.errors(include_url=False):
+        loc = tuple(item.get("loc", ()))
+        if item.get("type") == "extra_forbidden" and len(loc) == 3 and loc[0] == "models":
+            where = f"{path}: models.{loc[1]}.{loc[2]}: unknown key"
+            allowed = sorted(ModelEntry.model_fields)
+            close = difflib.get_close_matches(str(loc[2]), allowed, n=1)
+            hint = (f" (did you mean {close[0]!r}?)" if close else "") + f"; allowed keys: {', '.join(allowed)}"
+            text = text.replace(where, where + hint, 1)
+    return text
 
 
 def load_sweep(path: str | os.PathLike) -> SweepSpec:
@@ -247,7 +267,7 @@ def load_sweep(path: str | os.PathLike) -> SweepSpec:
     except OSError as err:
         raise SweepFileError(f"{path}: cannot read: {err}") from None
     try:
-        data = yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a safe loader, C or Python
+        data = yaml.load(text, Loader=_SafeLoader)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
@@ -301,16 +321,15 @@ class SweepPointFailed(RuntimeError):
     """A grid point whose `mbench run` exited non-zero (raised inside a Slurm job)."""
 
 
-def run_local(points: Sequence[GridPoint], *, runner: Callable[[list[str]], int] | None = None) -> int:
+def run_local(points: Sequence[GridPoint]) -> int:
     """Run the points one after another in this process; 1 when any failed (all are tried)."""
     from mbench.cli import main
 
-    runner = runner or main
     failed: list[tuple[GridPoint, str]] = []
     for n, point in enumerate(points, 1):
         print(f"[sweep {n}/{len(points)}] {point.command()}", file=sys.stderr, flush=True)
         try:
-            code = runner(point.argv())
+            code = main(point.argv())
             reason = f"exit code {code}"
         except SystemExit as err:  # argparse rejects an option value: the point fails, the sweep goes on
             code, reason = (err.code if isinstance(err.code, int) else 2), f"exit code {err.code}"

@@ -63,7 +63,8 @@ def test_unknown_key_names_file_and_key(tmp_path):
         """)
     with pytest.raises(SweepFileError) as err:
         load_sweep(path)
-    assert str(err.value) == f"{path}: models.0.modle_args: unknown key"
+    assert str(err.value) == (f"{path}: models.0.modle_args: unknown key (did you mean 'model_args'?); "
+                              "allowed keys: model, model_args, name, trust_remote_code")
 
 
 def test_bad_policy_and_missing_tasks_are_each_reported(tmp_path):
@@ -160,10 +161,10 @@ def test_dry_run_prints_one_quoted_command_per_point(tmp_path, capsys):
     out = capsys.readouterr()
     lines = out.out.splitlines()
     assert lines == [
-        "mbench run --model hash-embed --model-arg 'call_log=/tmp/a b.log' --tasks mini.beir.towns --pool local "
-        "--instruction-policy first",
-        "mbench run --model hash-embed --model-arg 'call_log=/tmp/a b.log' --tasks mini.beir.towns,mini.mbeir.cirr.it2i "
-        "--pool local --instruction-policy first",
+        ("mbench run --model hash-embed --model-arg 'call_log=/tmp/a b.log' --tasks mini.beir.towns --pool local "
+         "--instruction-policy first"),
+        ("mbench run --model hash-embed --model-arg 'call_log=/tmp/a b.log' --tasks mini.beir.towns,mini.mbeir.cirr.it2i "
+         "--pool local --instruction-policy first"),
     ]
     assert shlex.split(lines[0])[5] == "call_log=/tmp/a b.log"
     assert "2 grid point(s)" in out.err and "once its model is built" in out.err
@@ -233,3 +234,10 @@ def test_slurm_debug_cluster_runs_the_job_array(env, capsys):
     assert all(job_id.startswith("DEBUG_") for job_id, _ in job_lines)
     assert "2 of 3 job(s) succeeded" in err and "exited with 2" in err
     assert len(list(env["results"].glob("hash-embed/*/mini.beir.towns/local/result.json"))) == 2
+
+
+def test_slurm_options_with_the_local_executor_are_an_error(env, capsys):
+    path = mini_sweep(env)
+    assert main(["sweep", str(path), "--slurm-time", "5"]) == 2
+    assert "--slurm-time: only with --executor slurm" in capsys.readouterr().err
+    assert not env["results"].exists()

@@ -26,7 +26,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Load and check the sweep, then print, run or submit its grid points."""
     from mbench.errors import MbenchError
-    from mbench.sweep import SlurmOptions, check_tasks, dry_run, expand, load_sweep, run_local, run_slurm
+    from mbench.sweep import (
+        SlurmOptions,
+        check_tasks,
+        dry_run,
+        expand,
+        load_sweep,
+        run_local,
+        run_slurm,
+    )
 
     for flag in ("slurm_gpus_per_node", "slurm_time", "slurm_array_parallelism"):
         value = getattr(args, flag)
@@ -38,6 +46,10 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         return dry_run(points)
     if args.executor == "local":
+        given = [f"--{flag.replace('_', '-')}" for flag in ("slurm_partition", "slurm_gpus_per_node", "slurm_time",
+                                                             "slurm_array_parallelism") if getattr(args, flag) is not None]
+        if given or args.wait:
+            raise MbenchError(f"{', '.join(given + (['--wait'] if args.wait else []))}: only with --executor slurm")
         return run_local(points)
     options = SlurmOptions(
         partition=args.slurm_partition,
