@@ -29,9 +29,16 @@ def _safe_component(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]", "_", name)
 
 
-def result_dir(results_root: Path, model_name: str, model_fingerprint: str, task: str, pool: str) -> Path:
-    """``<root>/<model>/<fingerprint[:12]>/<task>/<pool>/``."""
-    return Path(results_root) / _safe_component(model_name) / model_fingerprint[:12] / task / pool
+def result_dir(
+    results_root: Path, model_name: str, model_fingerprint: str, task: str, pool: str, variant: str | None = None
+) -> Path:
+    """``<root>/<model>/<fingerprint[:12]>/<task>/<pool>[.<variant>]/``.
+
+    ``variant`` names a run option that changes results without changing the model, such as a
+    non-default instruction policy (``none``, ``seeded-3``), so ablations sit side by side.
+    """
+    leaf = pool if not variant else f"{pool}.{_safe_component(variant)}"
+    return Path(results_root) / _safe_component(model_name) / model_fingerprint[:12] / task / leaf
 
 
 def default_results_dir() -> Path:

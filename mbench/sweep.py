@@ -22,11 +22,10 @@ instruction policies x seeds. Every grid point is exactly one `mbench run` argv
 skips finished points (existing results are skipped) and re-encodes nothing (the embedding
 store, keyed by content, is shared through `cache_dir`): resubmitting after a preemption is safe.
 
-`mbench run` keys a result directory by model fingerprint, task and pool, not by instruction
-policy or seed. So a sweep that names `instruction_policies` or `seeds` gives each (policy, seed)
-its own results root, `<results_dir>/instruction-<policy>[-seed<N>]/`; otherwise an ablation's
-second policy would find the first one's result and be skipped. Seeds only change the `seeded`
-policy, so `first` and `none` get one point each, not one per seed.
+`mbench run` puts a non-default instruction policy's result beside the default one
+(`<task>/<pool>.none/`, `<task>/<pool>.seeded-<seed>/`), so the points of an instruction
+ablation never find each other's results. Seeds only change the `seeded` policy, so `first` and
+`none` get one point each, not one per seed.
 
 Relative paths (checkpoints, data_dir, ...) are passed through unchanged: they are relative to the
 directory the sweep is launched from, as for `mbench run` (Slurm jobs start there too).
@@ -153,11 +152,6 @@ class SweepSpec(_Strict):
             raise ValueError("reranker_args, rerank_top_k and rerank_batch_size need `reranker`")
         return self
 
-    @property
-    def splits_results_by_instruction(self) -> bool:
-        """True when the file names the policy or seed axis: each (policy, seed) gets its own results root."""
-        return bool({"instruction_policies", "seeds"} & self.model_fields_set)
-
 
 def _arg_text(value: ScalarArg) -> str:
     # YAML gives booleans as True/False; the model registry parses "true"/"false".
@@ -190,17 +184,6 @@ class GridPoint:
             parts.append(f"seed={self.seed}")
         return " ".join(parts)
 
-    def results_dir(self) -> str | None:
-        """The `--results-dir` of this point (None: `mbench run`'s default)."""
-        base = self.sweep.results_dir
-        if not self.sweep.splits_results_by_instruction:
-            return base
-        from mbench.results import default_results_dir
-
-        root = Path(base) if base is not None else default_results_dir()
-        name = f"instruction-{self.instruction_policy}" + (f"-seed{self.seed}" if self.seed is not None else "")
-        return str(root / name)
-
     def argv(self) -> list[str]:
         """The exact argv of `mbench.cli.main` for this point (starts with "run")."""
         sweep = self.sweep
@@ -216,7 +199,7 @@ class GridPoint:
         if self.seed is not None:
             argv += ["--seed", str(self.seed)]
         options: list[tuple[str, Any]] = [
-            ("--data-dir", sweep.data_dir), ("--results-dir", self.results_dir()), ("--cache-dir", sweep.cache_dir),
+            ("--data-dir", sweep.data_dir), ("--results-dir", sweep.results_dir), ("--cache-dir", sweep.cache_dir),
             ("--device", sweep.device), ("--batch-size", sweep.batch_size), ("--num-workers", sweep.num_workers),
             ("--depth", sweep.depth), ("--search-backend", sweep.search_backend), ("--shard-size", sweep.shard_size),
             ("--reranker", sweep.reranker), ("--rerank-top-k", sweep.rerank_top_k),

@@ -109,18 +109,26 @@ def test_changed_checkpoint_file_misses_the_cache_and_an_unchanged_one_hits(env)
 def test_changed_instruction_misses_the_query_cache_only(env):
     # webqa.t2t carries four instructions: `first` and `none` hand different text to the queries.
     run_cli(env, "--tasks", "mini.mbeir.webqa.t2t")
-    run_cli(env, "--tasks", "mini.mbeir.webqa.t2t", "--instruction-policy", "none", "--overwrite")
+    run_cli(env, "--tasks", "mini.mbeir.webqa.t2t", "--instruction-policy", "none")
     calls = encoded_items(env)
     assert sum(role == "query" for role, _ in calls) == 2 * 20
     assert sum(role == "candidate" for role, _ in calls) == 60
-    assert result_of(env, "mini.mbeir.webqa.t2t")["instruction_policy"] == "none"
+
+
+def test_instruction_policies_of_an_ablation_get_results_side_by_side(env):
+    for policy in ("first", "none"):
+        assert run_cli(env, "--tasks", "mini.mbeir.webqa.t2t", "--instruction-policy", policy) == 0
+    assert run_cli(env, "--tasks", "mini.mbeir.webqa.t2t", "--instruction-policy", "seeded", "--seed", "3") == 0
+    assert result_of(env, "mini.mbeir.webqa.t2t", "local")["instruction_policy"] == "first"
+    assert result_of(env, "mini.mbeir.webqa.t2t", "local.none")["instruction_policy"] == "none"
+    assert result_of(env, "mini.mbeir.webqa.t2t", "local.seeded-3")["seed"] == 3
 
 
 def test_result_records_the_instructions_handed_to_the_model(env):
     from mbench.tasks import load_task_spec
 
     run_cli(env, "--tasks", "mini.mbeir.webqa.t2t", "--instruction-policy", "seeded", "--seed", "7")
-    record = result_of(env, "mini.mbeir.webqa.t2t")
+    record = result_of(env, "mini.mbeir.webqa.t2t", "local.seeded-7")
     spec = load_task_spec("mini.mbeir.webqa.t2t")
     assert record["instruction_policy"] == "seeded" and record["seed"] == 7
     assert set(record["instructions"]) <= set(spec.instructions) and len(record["instructions"]) > 1

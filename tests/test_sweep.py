@@ -114,13 +114,13 @@ def test_expansion_order_and_exact_argv(tmp_path):
     common = ["--tasks", "mini.beir.towns", "--pool", "local", "--instruction-policy"]
     assert [p.argv() for p in points] == [
         ["run", "--model", "hash-embed", "--model-arg", "dim=64", "--model-arg", "ngram=4",
-         "--model-arg", "uses_instructions=true", *common, "none", "--results-dir", "/r/instruction-none",
+         "--model-arg", "uses_instructions=true", *common, "none", "--results-dir", "/r",
          "--batch-size", "16"],
         ["run", "--model", "hash-embed", "--model-arg", "dim=64", "--model-arg", "ngram=4",
-         "--model-arg", "uses_instructions=true", *common, "first", "--results-dir", "/r/instruction-first",
+         "--model-arg", "uses_instructions=true", *common, "first", "--results-dir", "/r",
          "--batch-size", "16"],
-        ["run", "--model", "minilm", *common, "none", "--results-dir", "/r/instruction-none", "--batch-size", "16"],
-        ["run", "--model", "minilm", *common, "first", "--results-dir", "/r/instruction-first", "--batch-size", "16"],
+        ["run", "--model", "minilm", *common, "none", "--results-dir", "/r", "--batch-size", "16"],
+        ["run", "--model", "minilm", *common, "first", "--results-dir", "/r", "--batch-size", "16"],
     ]
     assert points[3].label == "small mini.beir.towns local first"
 
@@ -142,10 +142,11 @@ def test_checkpoints_and_seeds_expand_only_where_they_matter(tmp_path):
     ]
     assert points[2].argv()[:12] == ["run", "--model", "clip-sf", "--model-arg", "checkpoint=/c/1.pth", "--tasks",
                                      "mbeir", "--pool", "global", "--instruction-policy", "seeded", "--seed"]
-    assert points[2].argv()[12:] == ["8", "--results-dir", "results/instruction-seeded-seed8"]
+    # Every point shares the results root: `mbench run` puts each policy and seed in its own folder.
+    assert points[2].argv()[12:] == ["8"]
 
 
-def test_results_dir_is_untouched_without_a_policy_axis(tmp_path):
+def test_results_dir_is_passed_through(tmp_path):
     path = write(tmp_path / "s.yaml", "models: [{model: hash-embed}]\ntasks: [mini]\nresults_dir: /r\n")
     [point] = expand(load_sweep(path))
     assert point.argv() == ["run", "--model", "hash-embed", "--tasks", "mini", "--pool", "local",

@@ -402,6 +402,16 @@ def score_and_write(
     return record
 
 
+def instruction_variant(meta: Any, spec: TaskSpec, options: RunOptions) -> str | None:
+    """The result-path suffix of a non-default instruction policy (None for `first`, or when the
+    model or task takes no instructions: then every policy gives the same result)."""
+    if not meta.uses_instructions or not spec.instructions or options.instruction_policy == "first":
+        return None
+    if options.instruction_policy == "seeded":
+        return f"seeded-{options.seed}"
+    return options.instruction_policy
+
+
 def run_task(model: Any, model_args: dict[str, Any], spec: TaskSpec, options: RunOptions, *, store: Any) -> TaskOutcome:
     """Evaluate one task (skipped when its result exists, unless ``options.overwrite``)."""
     import datetime
@@ -412,7 +422,8 @@ def run_task(model: Any, model_args: dict[str, Any], spec: TaskSpec, options: Ru
 
     meta = model.meta
     fingerprint = model_fingerprint(meta)
-    directory = results.result_dir(options.results_dir, meta.name, fingerprint, spec.name, options.pool)
+    directory = results.result_dir(options.results_dir, meta.name, fingerprint, spec.name, options.pool,
+                                   instruction_variant(meta, spec, options))
     if results.result_exists(directory) and not options.overwrite:
         return TaskOutcome(spec.name, directory, computed=False, record=results.read_result(directory))
     check_modalities(meta, spec.query_modality, spec.cand_modality, spec.name)
