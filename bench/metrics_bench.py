@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from mbench.metrics import Relevance, evaluate  # noqa: E402
+from machine_facts import machine_facts  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 METRICS = ["hit@5", "recall@10", "ndcg@10", "map_cut@10", "mrr@10"]
 # mbench name -> pytrec_eval measure. hit@5 is trec_eval's success_5 (1 if a relevant
@@ -105,22 +105,31 @@ def time_mbench(ranking: np.ndarray, rows: np.ndarray, cands: np.ndarray, grades
     return clock.stop(), results.per_query
 
 
-def time_pytrec_eval(ranking: np.ndarray, rows: np.ndarray, cands: np.ndarray, grades: np.ndarray):
-    """Dicts of string ids from the arrays, then pytrec_eval: per-query arrays per metric."""
-    import pytrec_eval
+def string_dicts(ranking: np.ndarray, rows: np.ndarray, cands: np.ndarray, grades: np.ndarray):
+    """The ``{qid: {docid: grade}}`` qrels and ``{qid: {docid: score}}`` run both anchors take.
 
+    Built inside each anchor's timing: turning arrays into these dicts is part of their end-to-end cost.
+    """
     n_queries, depth = ranking.shape
-    clock = Clock()
     qids = [f"q{i}" for i in range(n_queries)]
     qrels: dict[str, dict[str, int]] = {qid: {} for qid in qids}
     for row, cand, grade in zip(rows.tolist(), cands.tolist(), grades.tolist()):
         qrels[qids[row]][f"c{cand}"] = grade
-    # Strictly decreasing scores reproduce the ranking's order under trec_eval's sort.
+    # Strictly decreasing scores reproduce the ranking's order under trec_eval's and ranx's sort.
     scores = [float(depth - i) for i in range(depth)]
     run = {
         qid: {f"c{cand}": score for cand, score in zip(ranked, scores)}
         for qid, ranked in zip(qids, ranking.tolist())
     }
+    return qids, qrels, run
+
+
+def time_pytrec_eval(ranking: np.ndarray, rows: np.ndarray, cands: np.ndarray, grades: np.ndarray):
+    """Dicts of string ids from the arrays, then pytrec_eval: per-query arrays per metric."""
+    import pytrec_eval
+
+    clock = Clock()
+    qids, qrels, run = string_dicts(ranking, rows, cands, grades)
     evaluator = pytrec_eval.RelevanceEvaluator(qrels, {"success.5", "recall.10", "ndcg_cut.10", "map_cut.10", "recip_rank"})
     measured = evaluator.evaluate(run)
     elapsed = clock.stop()
@@ -137,17 +146,8 @@ def time_ranx(ranking: np.ndarray, rows: np.ndarray, cands: np.ndarray, grades: 
     from ranx import Qrels, Run
     from ranx import evaluate as ranx_evaluate
 
-    n_queries, depth = ranking.shape
     clock = Clock()
-    qids = [f"q{i}" for i in range(n_queries)]
-    qrels_dict: dict[str, dict[str, int]] = {qid: {} for qid in qids}
-    for row, cand, grade in zip(rows.tolist(), cands.tolist(), grades.tolist()):
-        qrels_dict[qids[row]][f"c{cand}"] = grade
-    scores = [float(depth - i) for i in range(depth)]
-    run_dict = {
-        qid: {f"c{cand}": score for cand, score in zip(ranked, scores)}
-        for qid, ranked in zip(qids, ranking.tolist())
-    }
+    qids, qrels_dict, run_dict = string_dicts(ranking, rows, cands, grades)
     qrels, run = Qrels.from_dict(qrels_dict), Run.from_dict(run_dict)
     del qrels_dict, run_dict
     ranx_evaluate(qrels, run, list(RANX_METRICS.values()), return_mean=False)
@@ -179,34 +179,13 @@ def assert_same(reference: dict[str, np.ndarray], other: dict[str, np.ndarray], 
 
 
 def machine() -> dict[str, str]:
-    """CPU model, cores, RAM and library versions of this machine."""
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    ram = "unknown"
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                ram = f"{int(line.split()[1]) / 2**20:.1f} GiB"
-                break
-    except OSError:
-        pass
-    import pytrec_eval  # noqa: F401
+    """The machine (shared facts) plus the libraries this bench compares."""
     import ranx
 
     from importlib.metadata import version
 
     return {
-        "CPU": cpu,
-        "cores": str(os.cpu_count()),
-        "RAM": ram,
-        "OS": platform.platform(),
-        "Python": platform.python_version(),
+        **machine_facts(),
         "numpy": np.__version__,
         "pytrec_eval": version("pytrec-eval-terrier"),
         "ranx": getattr(ranx, "__version__", None) or version("ranx"),

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import heapq
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -31,24 +30,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mbench.engine.search import exact_search
+from machine_facts import machine_facts  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 
 def machine() -> dict[str, str]:
     """CPU model, cores, RAM, load and library versions, for the record."""
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    ram = "unknown"
-    try:
-        kb = int(Path("/proc/meminfo").read_text().split("MemTotal:")[1].split()[0])
-        ram = f"{kb / 2**20:.1f} GiB"
-    except (OSError, IndexError, ValueError):
-        pass
     try:
         import faiss
 
@@ -56,10 +42,7 @@ def machine() -> dict[str, str]:
     except ImportError:
         faiss_version = "not installed"
     info = {
-        "cpu": cpu,
-        "cores": str(os.cpu_count()),
-        "ram": ram,
-        "python": platform.python_version(),
+        **machine_facts(),
         "torch": torch.__version__,
         "numpy": np.__version__,
         "faiss": faiss_version,
