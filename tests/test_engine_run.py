@@ -309,3 +309,21 @@ def test_faiss_backend_gives_the_same_ranking_as_torch(env):
         if f[2] != t[2]:
             neighbours = [torch_rows[j] for j in (i - 1, i + 1) if 0 <= j < len(torch_rows) and torch_rows[j][0] == t[0]]
             assert any(n[2] == f[2] and abs(float(n[4]) - float(t[4])) < 1e-6 for n in neighbours), (f, t)
+
+
+def test_identical_id_is_dropped_and_the_ranking_refilled_from_below():
+    from mbench.engine.pipeline import _drop_excluded
+
+    # Query 0 excludes pool index 7 (its own id); query 1 excludes nothing; depth 3.
+    indices = np.array([[5, 7, 2, 9], [1, 3, -1, -1]])
+    scores = np.array([[0.9, 0.8, 0.7, 0.6], [0.5, 0.4, -np.inf, -np.inf]], dtype=np.float32)
+    kept_scores, kept = _drop_excluded(scores, indices, np.array([7, -1]), 3)
+    assert kept.tolist() == [[5, 2, 9], [1, 3, -1]]
+    assert kept_scores[0].tolist() == pytest.approx([0.9, 0.7, 0.6])
+
+
+def test_ranking_shorter_than_the_depth_is_padded():
+    from mbench.engine.pipeline import _drop_excluded
+
+    scores, indices = _drop_excluded(np.array([[0.5, 0.25]], dtype=np.float32), np.array([[4, 0]]), None, 4)
+    assert indices.tolist() == [[4, 0, -1, -1]] and scores[0, 2:].tolist() == [-np.inf, -np.inf]

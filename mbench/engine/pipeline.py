@@ -127,7 +127,6 @@ class Encoder:
         self.options = options
         self.dtype_name = dtype_name
         self.fingerprint = model_fingerprint(model.meta)
-        self.items_encoded = 0
 
     def encode(
         self,
@@ -190,7 +189,6 @@ class Encoder:
                         # Unit rows on disk make search a plain inner product for every consumer.
                         vectors = _unit_rows(vectors)
                     entry.write_shard(shard, vectors)
-                    self.items_encoded += len(shard_rows)
             finally:
                 bar.close()
         if self.world.size > 1:
@@ -228,7 +226,14 @@ def _data_root_of(data: TaskData) -> Path | None:
 
 
 def _drop_excluded(scores: np.ndarray, indices: np.ndarray, excluded: np.ndarray | None, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Remove each query's excluded pool index (BEIR ``ignore_identical_ids``) and cut to k columns."""
+    """Remove each query's excluded pool index (BEIR ``ignore_identical_ids``) and cut to k columns.
+
+    A ranking shorter than k (a pool smaller than the depth) is padded with -1 / -inf.
+    """
+    if indices.shape[1] < k:
+        pad = k - indices.shape[1]
+        indices = np.concatenate([indices, np.full((indices.shape[0], pad), -1, dtype=np.int64)], axis=1)
+        scores = np.concatenate([scores, np.full((scores.shape[0], pad), -np.inf, dtype=np.float32)], axis=1)
     if excluded is not None:
         hit = (indices == excluded[:, None]) & (excluded[:, None] >= 0)
         if hit.any():
@@ -280,10 +285,6 @@ def retrieve(
         )
         scores = np.asarray(scores, dtype=np.float32)
         indices = np.asarray(indices, dtype=np.int64)
-        if indices.shape[1] < fetch:
-            pad = fetch - indices.shape[1]
-            indices = np.concatenate([indices, np.full((len(qids), pad), -1, dtype=np.int64)], axis=1)
-            scores = np.concatenate([scores, np.full((len(qids), pad), -np.inf, dtype=np.float32)], axis=1)
         scores, indices = _drop_excluded(scores, indices, data.excluded, depth)
         return scores, indices, details
     if kind != "retriever":
@@ -322,7 +323,6 @@ def retrieve(
                 ),
             )
         )
-    details["items_encoded"] = encoder.items_encoded
     queries = np.asarray(query_entry.load()[:], dtype=np.float32)
     pool = concat_entries(cand_entries)
     tie = _POOL_MEMO.get(data.pool, "tie_ranks", lambda: tie_ranks(data.pool.ids))
@@ -348,10 +348,6 @@ def retrieve(
         if not world.is_main:
             return np.zeros((len(qids), 0), np.float32), np.zeros((len(qids), 0), np.int64), details
         scores, indices = merge_top_k(parts, tie, k)
-    if indices.shape[1] < fetch:
-        pad = fetch - indices.shape[1]
-        indices = np.concatenate([indices, np.full((len(qids), pad), -1, dtype=np.int64)], axis=1)
-        scores = np.concatenate([scores, np.full((len(qids), pad), -np.inf, dtype=np.float32)], axis=1)
     scores, indices = _drop_excluded(scores, indices, data.excluded, depth)
     return scores, indices, details
 
