@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from mbench import __version__
+from mbench import __version__, faults
 
 RESULT_FILE = "result.json"
 RUN_FILE = "run.trec.gz"
@@ -78,9 +78,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
+            faults.before_write(path)
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        faults.before_rename(path)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

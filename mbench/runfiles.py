@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from mbench.columnfile import Column, bad_row, lines_of_rows, read_bytes, read_columns, read_head
+from mbench import faults
 from mbench.errors import MbenchError
 
 DEDUPE_POLICIES = ("error", "first")
@@ -259,12 +260,16 @@ def write_trec_run(
     handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(handle, "wb") as raw:
+            faults.before_write(path)
             if path.name.endswith(".gz"):
                 # mtime=0 keeps the bytes reproducible for a given run.
                 with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as stream:
                     pa_csv.write_csv(table, stream, options)
             else:
                 pa_csv.write_csv(table, raw, options)
+            raw.flush()
+            os.fsync(raw.fileno())
+        faults.before_rename(path)
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)

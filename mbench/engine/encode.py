@@ -15,6 +15,7 @@ import numpy as np
 
 from mbench.data.types import Item, ItemTable
 from mbench.engine.store import DEFAULT_SHARD_SIZE
+from mbench import faults
 from mbench.errors import MbenchError
 
 
@@ -168,6 +169,7 @@ def encode_rows(
             out[[position_of[r] for r in rows]] = embeddings.numpy()
             if on_batch is not None:
                 on_batch(len(items))
+            faults.reached("encode.batch")
     if out is None:
         return np.empty((0, 0), dtype=np.float32)
     return out

@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from mbench import faults
 from mbench.data.types import ItemTable, TaskData
 from mbench.engine.encode import item_digest
 from mbench.errors import MbenchError
@@ -100,6 +101,7 @@ class ScoreCache:
 
     def put_many(self, scores: dict[str, float]) -> None:
         """Store ``scores`` (one transaction)."""
+        faults.before_write(self.path)
         with self._db:
             self._db.executemany("INSERT OR REPLACE INTO scores (key, score) VALUES (?, ?)", list(scores.items()))
 
@@ -231,6 +233,7 @@ def rerank_ranking(
             if cache is not None:
                 cache.put_many({keys[int(i)]: float(v) for i, v in zip(chosen, values)})
             bar.update(len(chosen))
+            faults.reached("rerank.batch")
     finally:
         bar.close()
     for i in np.flatnonzero(np.isnan(pair_scores)).tolist():

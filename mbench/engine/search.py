@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mbench import faults
 from mbench.errors import MbenchError
 
 if TYPE_CHECKING:
@@ -306,6 +307,7 @@ def exact_search(
                 _mask_excluded(scores, None if ex is None else ex[qs : qs + qb], start)
                 vals, pos = torch.topk(scores, width, dim=1)
                 run_s[qs : qs + qb], run_i[qs : qs + qb] = _merge(run_s[qs : qs + qb], run_i[qs : qs + qb], vals, pos + start)
+            faults.reached("search.tile")
 
         out_s, out_i = _order_exact(run_s, run_i, ranks, k)
         if keep < n:

@@ -44,7 +44,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from mbench import __version__
+from mbench import __version__, faults
 from mbench.errors import MbenchError
 
 try:  # POSIX only; on other systems the rare manifest rewrite goes unlocked
@@ -120,9 +120,11 @@ def _atomic_write(final: Path, data: bytes) -> None:
     tmp = _tmp_path(final)
     try:
         with open(tmp, "wb") as fh:
+            faults.before_write(final)
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        faults.before_rename(final)
         os.replace(tmp, final)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -474,6 +476,7 @@ class StoreEntry:
         with contextlib.suppress(OSError, ValueError):
             old = self._read_record(index)
         _atomic_write(self.path / name, payload)
+        faults.reached("store.shard")
         record = {
             "shard": index,
             "start": rows.start,
