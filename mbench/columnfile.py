@@ -1,13 +1,19 @@
-"""Fast reading of whitespace- or tab-separated column files (TREC runs, qrels) with file:line errors.
+"""Reading input files with errors that name them: raw bytes (gzip or not), strict JSON, and fast
+parsing of whitespace- or tab-separated column files (TREC runs, qrels) with file:line errors.
 
 Files are parsed in one pass by pyarrow's multithreaded CSV reader, never a Python loop per
 line. Only when that parse fails, or a reader finds a bad row afterwards, is the file scanned
 line by line, to name the offending line as ``file:line: text``.
+
+Text is UTF-8; a leading byte-order mark is dropped (spreadsheets write one). Fields hold no
+control characters and no Unicode spaces: a no-break space or a vertical tab inside an id is
+almost always damage, and an id must survive a round trip through a TREC file.
 """
 
 from __future__ import annotations
 
 import gzip
+import json
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -23,9 +29,66 @@ if TYPE_CHECKING:
 KINDS = ("str", "float", "int", "any")
 
 _GZIP_MAGIC = b"\x1f\x8b"
-_FLOAT_RE = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|[+-]?(inf|infinity)", re.IGNORECASE)
+_BOM = b"\xef\xbb\xbf"
+# Control characters other than tab, newline and carriage return, and the UTF-8 encodings of the
+# C1 controls and Unicode spaces (NEL, no-break space, U+1680, U+2000-U+200A, U+2028/9, U+202F,
+# U+205F, U+3000). In valid UTF-8 these byte sequences are exactly those characters.
+_FORBIDDEN = re.compile(
+    rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\xc2[\x80-\xa0]|\xe1\x9a\x80|\xe2\x80[\x80-\x8a\xa8\xa9\xaf]|\xe2\x81\x9f|\xe3\x80\x80"
+)
+_FORBIDDEN_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\x80-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")
+_INT64 = 2**63
+_BLANK_LINE = re.compile(rb"(?m)^[ \t]+$")
+# What breaks an id: any space or control character (ASCII whitespace included), as RE2 and Python patterns.
+_ID_BREAKER_RE2 = r"[\x00-\x20\x7f-\xa0\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}]"
+_ID_BREAKER = re.compile("[\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")
+ID_RULE = "an id is a non-empty string without whitespace or control characters"
+
+
+def valid_id(value: object) -> bool:
+    """Whether ``value`` can be an id: a non-empty string without spaces or control characters."""
+    return isinstance(value, str) and bool(value) and not _ID_BREAKER.search(value)
+
+
+def id_from_json(value: object) -> str | None:
+    """A JSON id as text: an integer (not a boolean) or a valid id string; None for anything else.
+
+    ``str()`` of a float, null, boolean or object would make a plausible-looking id that matches
+    nothing (``13.0`` is not image 13), so those are refused instead.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value if valid_id(value) else None
+
+
+def first_invalid_id(values: Sequence[object], *, spaces: bool = False) -> int | None:
+    """The position of the first value that is not a valid id (see ``valid_id``), or None; vectorised.
+
+    ``spaces``: a plain space inside an id is allowed (tab-separated files hold such ids), though
+    not an id of spaces only.
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(values, (pa.Array, pa.ChunkedArray)):
+        array = values
+    else:
+        try:
+            array = pa.array(values, type=pa.string(), from_pandas=True)
+        except (pa.ArrowTypeError, pa.ArrowInvalid):
+            return next(i for i, value in enumerate(values) if not isinstance(value, str))
+    breaker = _ID_BREAKER_RE2.replace("\\x00-\\x20", "\\x00-\\x1f") + "|^ *$" if spaces else _ID_BREAKER_RE2
+    invalid = pc.or_(pc.match_substring_regex(array, breaker), pc.equal(pc.utf8_length(array), 0))
+    invalid = pc.fill_null(invalid, True)
+    if not pc.any(invalid).as_py():
+        return None
+    return int(np.argmax(invalid.to_numpy(zero_copy_only=False)))
+
+
+_FLOAT_RE = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|[+-]?(inf|infinity)", re.IGNORECASE | re.ASCII)
 # As strict as pyarrow's integer parser, which rejects a leading "+".
-_INT_RE = re.compile(r"-?\d+")
+_INT_RE = re.compile(r"-?\d+", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -51,10 +114,63 @@ def read_bytes(path: str | Path) -> bytes:
         raise MbenchError(f"{path}: is a directory, expected a file") from None
     if raw[:2] == _GZIP_MAGIC:
         try:
-            return gzip.decompress(raw)
+            raw = gzip.decompress(raw)
         except (OSError, EOFError) as err:
             raise MbenchError(f"{path}: corrupt gzip file ({err})") from None
-    return raw
+    return raw.removeprefix(_BOM)
+
+
+def read_json(path: str | Path) -> object:
+    """The JSON value in ``path`` (gzip or not), strictly: no repeated key in an object, no NaN or Infinity.
+
+    Python's json module keeps the last of two equal keys and reads NaN; either would silently
+    change what a file says. Errors name the file and the line and column, or the JSON path.
+    """
+    text = read_bytes(path)
+    problems: list[object] = []
+
+    def pairs(items: list[tuple[str, object]]) -> object:
+        found: dict[str, object] = {}
+        for key, value in items:
+            if key in found:
+                problems.append(key)
+                return _Flaw(f"the key {key!r} appears twice in one object")
+            found[key] = value
+        return found
+
+    def constant(name: str) -> object:
+        problems.append(name)
+        return _Flaw(f"{name} is not a JSON number")
+
+    try:
+        value = json.loads(text, object_pairs_hook=pairs, parse_constant=constant)
+    except UnicodeDecodeError as err:
+        line = text[: err.start].count(b"\n") + 1
+        raise MbenchError(f"{path}:{line}: not valid UTF-8 ({err.reason} at byte {err.start})") from None
+    except json.JSONDecodeError as err:
+        raise MbenchError(f"{path}:{err.lineno}:{err.colno}: not valid JSON: {err.msg}") from None
+    if problems:
+        where, flaw = _find_flaw(value, "")
+        raise MbenchError(f"{path}: {where or '(top level)'}: {flaw}")
+    return value
+
+
+class _Flaw:
+    """Stands where a repeated key or a NaN was read, so the error can give its JSON path."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+def _find_flaw(value: object, where: str) -> tuple[str, str]:
+    if isinstance(value, _Flaw):
+        return where, value.message
+    children = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, child in children:
+        found = _find_flaw(child, f"{where}[{key}]" if isinstance(key, int) else f"{where}.{key}" if where else str(key))
+        if found[1]:
+            return found
+    return "", ""
 
 
 def read_head(path: str | Path, size: int = 4096) -> bytes:
@@ -67,24 +183,30 @@ def read_head(path: str | Path, size: int = 4096) -> bytes:
     except IsADirectoryError:
         raise MbenchError(f"{path}: is a directory, expected a file") from None
     if head[:2] != _GZIP_MAGIC:
-        return head
+        return head.removeprefix(_BOM)
     try:
         with gzip.open(path, "rb") as stream:
-            return stream.read(size)
+            return stream.read(size).removeprefix(_BOM)
     except (OSError, EOFError) as err:
         raise MbenchError(f"{path}: corrupt gzip file ({err})") from None
 
 
 def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
-    """Every line of ``path`` (gzip or not) as (1-based number, text without the newline), streamed."""
+    """Every line of ``path`` (gzip or not) as (1-based number, text without the newline), streamed.
+
+    A leading byte-order mark is dropped; lines end at ``\\n`` only (a ``\\r`` before it is removed).
+    """
     with open(path, "rb") as probe:
         compressed = probe.read(2) == _GZIP_MAGIC
     with (gzip.open(path, "rb") if compressed else open(path, "rb")) as stream:
         for number, line in enumerate(stream, start=1):
+            if number == 1:
+                line = line.removeprefix(_BOM)
             try:
-                yield number, line.decode("utf-8").rstrip("\r\n")
+                text = line.decode("utf-8")
             except UnicodeDecodeError:
                 raise MbenchError(f"{path}:{number}: not valid UTF-8: {line[:200]!r}") from None
+            yield number, text[:-1] if text.endswith("\n") else text
 
 
 def data_lines(path: str | Path, header: bool = False) -> Iterator[tuple[int, str]]:
@@ -92,7 +214,7 @@ def data_lines(path: str | Path, header: bool = False) -> Iterator[tuple[int, st
     for number, line in iter_lines(path):
         if header and number == 1:
             continue
-        if line.strip():
+        if line.strip(" \t\r"):
             yield number, line
 
 
@@ -144,6 +266,10 @@ def read_columns(
         raw = raw.translate(bytes.maketrans(b"\t\r", b"  "))
     elif delimiter is not None and b"\r" in raw:
         raw = raw.replace(b"\r\n", b"\n")
+    if _FORBIDDEN.search(raw) or (delimiter is not None and b"\r" in raw):
+        raise _first_bad_line(path, columns, what, delimiter, header is not None)
+    if delimiter is not None and _BLANK_LINE.search(raw):
+        raw = _BLANK_LINE.sub(b"", raw)  # a line of spaces is blank, as in the whitespace formats
     names = [c.name for c in columns]
     types = {c.name: {"str": pa.string(), "float": pa.float64(), "int": pa.int64(), "any": pa.string()}[c.kind] for c in columns}
 
@@ -173,6 +299,13 @@ def read_columns(
         table = parse(raw)
     if table is None:
         raise _first_bad_line(path, columns, what, delimiter, header is not None)
+    if delimiter is not None:
+        # A tab-separated field may hold spaces (part of the id) but no other space or control character.
+        for column in columns:
+            if column.kind == "str":
+                bad = first_invalid_id(table[column.name], spaces=True)
+                if bad is not None:
+                    raise bad_row(path, bad, f"{column.name} {table[column.name][bad].as_py()!r} is not an id", header is not None)
     return table.select([c.name for c in columns if c.kind != "any"])
 
 
@@ -191,7 +324,18 @@ def _first_bad_line(
         "int": lambda s: bool(_INT_RE.fullmatch(s)),
     }
     for number, line in data_lines(path, header):
-        fields = line.split(delimiter)
+        if delimiter is None:
+            # As the fast parse reads it: tabs and carriage returns are spaces, runs of spaces one separator.
+            fields = re.split(" +", line.translate(str.maketrans("\t\r", "  ")).strip(" "))
+        else:
+            fields = (line[:-1] if line.endswith("\r") else line).split(delimiter)
+        body = line if delimiter is None else line.removesuffix("\r")
+        forbidden = _FORBIDDEN_TEXT.search(body) or (delimiter is not None and re.search("\r", body))
+        if forbidden:
+            return MbenchError(
+                f"{path}:{number}: a field holds the control or space character {forbidden.group()!r} "
+                f"(U+{ord(forbidden.group()):04X}), which no id or number of a {what} may contain: {line!r}"
+            )
         if len(fields) != len(columns) or (delimiter is not None and not all(fields)):
             return MbenchError(
                 f"{path}:{number}: expected {len(columns)} {'whitespace' if delimiter is None else repr(delimiter)}-separated "
@@ -202,4 +346,6 @@ def _first_bad_line(
             if check is not None and not check(value):
                 kind = "a number" if column.kind == "float" else "an integer"
                 return MbenchError(f"{path}:{number}: {column.name} {value!r} is not {kind}: {line.strip()!r}")
+            if column.kind == "int" and not -_INT64 <= int(value) < _INT64:
+                return MbenchError(f"{path}:{number}: {column.name} {value} does not fit 64 bits: {line.strip()!r}")
     return MbenchError(f"{path}: could not be parsed as a {what}")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mbench.columnfile import Column, lines_of_rows, read_bytes, read_columns, read_head
+from mbench.columnfile import Column, id_from_json, lines_of_rows, read_columns, read_head, read_json
 from mbench.errors import MbenchError
 
 QRELS_FORMATS = ("trec", "mbeir", "beir", "circo")
@@ -131,10 +131,7 @@ def read_circo_annotations(path: str | Path) -> Qrels:
 
     Query ids are ``str(id)``. The test split has no ground truth and is refused.
     """
-    try:
-        entries = json.loads(read_bytes(path))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise MbenchError(f"{path}: not valid JSON ({err})") from None
+    entries = read_json(path)
     if not isinstance(entries, list):
         raise MbenchError(f"{path}: CIRCO annotations are a JSON list of queries, got {type(entries).__name__}")
     qids: list[str] = []
@@ -145,7 +142,9 @@ def read_circo_annotations(path: str | Path) -> Qrels:
         where = f"{path}: entry {position}"
         if not isinstance(entry, dict) or "id" not in entry:
             raise MbenchError(f"{where}: expected an object with an 'id'")
-        qid = str(entry["id"])
+        qid = id_from_json(entry["id"])
+        if qid is None:
+            raise MbenchError(f"{where}: 'id' {json.dumps(entry['id'])} is not a query id (an integer or a string)")
         where = f"{path}: query {qid} (entry {position})"
         if qid in targets:
             raise MbenchError(f"{where}: query id {qid} appears twice")
@@ -154,17 +153,23 @@ def read_circo_annotations(path: str | Path) -> Qrels:
                 f"{where}: no 'gt_img_ids'/'target_img_id': the CIRCO test split has no public ground truth; "
                 "score it by submitting the run to the CIRCO evaluation server"
             )
-        relevant = entry["gt_img_ids"]
-        if not isinstance(relevant, list):
+        raw = entry["gt_img_ids"]
+        if not isinstance(raw, list):
             raise MbenchError(f"{where}: 'gt_img_ids' must be a list of image ids")
-        relevant = [str(image) for image in relevant]
+        relevant = [id_from_json(image) for image in raw]
+        if None in relevant:
+            bad = raw[relevant.index(None)]
+            raise MbenchError(f"{where}: 'gt_img_ids' holds {json.dumps(bad)}, which is not an image id")
         if len(set(relevant)) != len(relevant):
             twice = next(image for image in relevant if relevant.count(image) > 1)
             raise MbenchError(f"{where}: image {twice} is listed twice in 'gt_img_ids'")
+        target = id_from_json(entry["target_img_id"])
+        if target is None:
+            raise MbenchError(f"{where}: 'target_img_id' {json.dumps(entry['target_img_id'])} is not an image id")
         query_ids.append(qid)
         qids.extend([qid] * len(relevant))
         docids.extend(relevant)
-        targets[qid] = str(entry["target_img_id"])
+        targets[qid] = target
     return Qrels(
         qids=np.array(qids, dtype=object),
         docids=np.array(docids, dtype=object),

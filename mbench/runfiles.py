@@ -19,7 +19,17 @@ from pathlib import Path
 
 import numpy as np
 
-from mbench.columnfile import Column, bad_row, lines_of_rows, read_bytes, read_columns, read_head
+from mbench.columnfile import (
+    ID_RULE,
+    Column,
+    bad_row,
+    first_invalid_id,
+    lines_of_rows,
+    read_columns,
+    read_head,
+    read_json,
+    valid_id,
+)
 from mbench import faults
 from mbench.errors import MbenchError
 
@@ -29,7 +39,7 @@ _TREC_RUN_COLUMNS = (
     Column("qid", "str"),
     Column("Q0"),
     Column("docid", "str"),
-    Column("rank"),
+    Column("rank", "int"),
     Column("score", "float"),
     Column("tag", "str"),
 )
@@ -104,9 +114,17 @@ def read_trec_run(path: str | Path, *, dedupe: str = "error", depth: int | None 
     _check_options(dedupe, depth)
     table = read_columns(path, _TREC_RUN_COLUMNS, what=TREC_RUN)
     scores = table["score"].to_numpy()
-    nan_rows = np.flatnonzero(np.isnan(scores))
-    if nan_rows.size:
-        raise bad_row(path, int(nan_rows[0]), "score is NaN")
+    # A NaN or infinite score (1e400 overflows to inf) has no place in the order; ties at inf
+    # would be broken by docid, silently.
+    bad_scores = np.flatnonzero(~np.isfinite(scores))
+    if bad_scores.size:
+        row = int(bad_scores[0])
+        raise bad_row(path, row, "score is NaN" if np.isnan(scores[row]) else "score is infinite (or overflows a double)")
+    # The rank column is ignored, as trec_eval does, but must be a rank: a negative or fractional
+    # one is the sign of a damaged or column-swapped file (rank and score exchanged).
+    negative = np.flatnonzero(table["rank"].to_numpy() < 0)
+    if negative.size:
+        raise bad_row(path, int(negative[0]), "rank is negative")
     tag = table["tag"][0].as_py() if table.num_rows else None
     q_code, q_uniques = _encode(table["qid"])
     d_code, docids = _encode(table["docid"])
@@ -178,19 +196,26 @@ def read_circo_submission(path: str | Path, *, dedupe: str = "error", depth: int
     Scores are synthetic (list length down to 1) so that the TREC order equals the list order.
     """
     _check_options(dedupe, depth)
-    try:
-        data = json.loads(read_bytes(path))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise MbenchError(f"{path}: not valid JSON ({err})") from None
+    data = read_json(path)
     if not isinstance(data, dict):
         raise MbenchError(f"{path}: a CIRCO submission is a JSON object {{query_id: [image ids]}}, got {type(data).__name__}")
+    if not data:
+        raise MbenchError(f"{path}: the submission ranks no query (an empty object)")
     qids = np.array(sorted(data), dtype=object)
     vocabulary: dict[str, int] = {}
     rows: list[list[int]] = []
     for qid in qids:
         ranked = data[qid]
-        if not isinstance(ranked, list) or not all(isinstance(x, (int, str)) and not isinstance(x, bool) for x in ranked):
-            raise MbenchError(f"{path}: query {qid!r}: expected a list of image ids (integers or strings)")
+        if not valid_id(qid):
+            raise MbenchError(f"{path}: query id {qid!r}: {ID_RULE}")
+        if not isinstance(ranked, list):
+            raise MbenchError(f"{path}: query {qid!r}: expected a list of image ids, got {type(ranked).__name__}")
+        for position, image in enumerate(ranked):
+            if not (isinstance(image, int) and not isinstance(image, bool)) and not (isinstance(image, str) and valid_id(image)):
+                raise MbenchError(
+                    f"{path}: query {qid!r}, position {position + 1}: {json.dumps(image)} is not an image id "
+                    "(an integer, or a string without spaces)"
+                )
         seen: dict[str, int] = {}
         row = []
         for position, image in enumerate(map(str, ranked), start=1):
@@ -277,21 +302,13 @@ def write_trec_run(
 
 
 def _checked_ids(label: str, ids: np.ndarray):
-    """``ids`` as an arrow string array; they must be non-empty and whitespace-free, or the file cannot be read back."""
+    """``ids`` as an arrow string array; each must be a valid id (``columnfile.valid_id``), or the file cannot be read back."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
-    rule = "ids must be non-empty strings without whitespace"
-    try:
-        array = pa.array(ids, type=pa.string())
-    except (pa.ArrowTypeError, pa.ArrowInvalid):
-        bad = next(value for value in ids if not isinstance(value, str))
-        raise MbenchError(f"cannot write {label} {bad!r} to a TREC run: {rule}") from None
-    invalid = pc.or_(pc.match_substring_regex(array, r"\s"), pc.equal(pc.utf8_length(array), 0))
-    if pc.any(invalid).as_py():
-        bad = ids[int(np.argmax(invalid.to_numpy(zero_copy_only=False)))]
-        raise MbenchError(f"cannot write {label} {bad!r} to a TREC run: {rule}")
-    return array
+    bad = first_invalid_id(ids)
+    if bad is not None:
+        raise MbenchError(f"cannot write {label} {ids[bad]!r} to a TREC run: {ID_RULE}")
+    return pa.array(ids, type=pa.string())
 
 
 CIRCO_SUBMISSION_DEPTH = 50

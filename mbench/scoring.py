@@ -33,11 +33,19 @@ class RunScores:
         return {name: float(values.mean()) if values.size else 0.0 for name, values in self.per_query.items()}
 
 
-def score_run(run: Run, qrels: Qrels, metrics: Sequence[str | Metric], *, complete: bool = False) -> RunScores:
+def score_run(
+    run: Run,
+    qrels: Qrels,
+    metrics: Sequence[str | Metric],
+    *,
+    complete: bool = False,
+    sources: tuple[str, str] = ("the run", "the qrels"),
+) -> RunScores:
     """Score ``run`` against ``qrels``.
 
     By default the queries present in both are scored (trec_eval); with ``complete`` every
     qrels query is, those missing from the run with an empty ranking (``trec_eval -c``).
+    ``sources`` name the run and the qrels in messages (their file paths).
     """
     import pandas as pd
 
@@ -48,10 +56,15 @@ def score_run(run: Run, qrels: Qrels, metrics: Sequence[str | Metric], *, comple
         if metric.family == "circo_recall" and qrels.targets is None:
             raise MbenchError(f"{metric.name} needs per-query targets: give CIRCO annotations as QRELS (got {qrels.format} qrels)")
 
+    run_source, qrels_source = sources
+    if run.n_queries == 0:
+        raise MbenchError(f"{run_source}: the run ranks no query (no data lines)")
+    if len(qrels.query_ids) == 0:
+        raise MbenchError(f"{qrels_source}: the qrels judge no query (no data lines)")
     in_qrels = _positions(run.qids, qrels.query_ids) >= 0
     if not in_qrels.any():
         raise MbenchError(
-            f"no query of the run is in the qrels: run query ids look like {list(run.qids[:3])}, "
+            f"no query of {run_source} is in {qrels_source}: run query ids look like {list(run.qids[:3])}, "
             f"qrels query ids like {list(qrels.query_ids[:3])}"
         )
     qids = np.sort(np.asarray(qrels.query_ids, dtype=object)) if complete else np.asarray(run.qids[in_qrels], dtype=object)

@@ -212,7 +212,7 @@ def test_metrics_the_inputs_cannot_support_exit_2(capsys, tmp_path, two_query_qr
 def test_a_run_sharing_no_query_with_the_qrels_exits_2_showing_both_id_styles(capsys, tmp_path, two_query_qrels):
     run = write(tmp_path / "run.txt", "1 Q0 a 1 1 t\n")
     code, _, err = score(capsys, run, two_query_qrels)
-    assert code == 2 and "no query of the run is in the qrels" in err and "'1'" in err and "'q1'" in err
+    assert code == 2 and f"no query of {run} is in {two_query_qrels}" in err and "'1'" in err and "'q1'" in err
 
 
 def test_qrels_format_override_is_honoured(capsys, tmp_path):

@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         raise MbenchError("--metrics: give at least one metric, e.g. ndcg@10")
     # Metrics never look past their largest k, so deeper documents need not be kept.
     ranked = read_run(args.run, dedupe=args.dedupe, depth=required_depth(metrics))
-    scores = score_run(ranked, qrels, metrics, complete=args.complete)
+    scores = score_run(ranked, qrels, metrics, complete=args.complete, sources=(args.run, args.qrels))
 
     if scores.skipped_run_queries:
         print(f"mbench score: {scores.skipped_run_queries} run queries are not in the qrels and are ignored", file=sys.stderr)

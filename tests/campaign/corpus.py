@@ -136,6 +136,9 @@ def _run_cases() -> list[NastyCase]:
         bad("duplicate-pair", b"q1 Q0 d3 3 0.7 r"),
         bad("latin1-id", b"q1 Q0 d\xe94 3 0.7 r"),
         bad("nul-byte", b"q1 Q0 d4\x00 3 0.7 r"),
+        bad("no-break-space-in-id", "q1 Q0 d\u00a04 3 0.7 r".encode()),
+        bad("vertical-tab-in-id", b"q1 Q0 d\x0b4 3 0.7 r"),
+        bad("line-separator-in-id", "q1 Q0 d\u20284 3 0.7 r".encode()),
         bad("binary-garbage", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"),
         NastyCase("trec-run/truncated-gzip", _score(_gzip(RUN)[:-12], QRELS, run_name="run.txt.gz"), "run.txt.gz", None),
         NastyCase("trec-run/gzip-of-binary", _score(_gzip(b"\xff\xfe\x00garbage\x80\n"), QRELS, run_name="run.txt.gz"),
@@ -160,7 +163,6 @@ def _run_cases() -> list[NastyCase]:
         same("interleaved-queries", b"".join(RUN.splitlines(True)[i] for i in (0, 4, 1, 5, 2, 6, 3))),
         same("long-unjudged-id", RUN.replace(b"d4", long_id)),
         same("unicode-unjudged-id", RUN.replace(b"d4", "d\u00e9\u4e2d\U0001f600".encode())),
-        same("nbsp-in-unjudged-id", RUN.replace(b"d4", "d\u00a04".encode())),
         same("unicode-tag", RUN.replace(b" r\n", " \u00fcber\n".encode())),
     ]
 

@@ -48,20 +48,25 @@ def valid_id(text: str) -> bool:
     return bool(text) and not any(unicodedata.category(c) in ("Zs", "Zl", "Zp", "Cc") for c in text)
 
 
-def _text_lines(data: bytes) -> list[tuple[int, str]] | Refusal:
-    """Numbered lines of a text file (gzip and a leading UTF-8 BOM allowed), or the refusal of its bytes."""
+def _tab_id(text: str) -> bool:
+    """An id of a tab-separated file: as ``valid_id``, except that plain spaces may occur inside it."""
+    return bool(text.strip(" ")) and valid_id(text.replace(" ", "x"))
+
+
+def _text_lines(data: bytes) -> list[tuple[int, str | None]] | Refusal:
+    """Numbered lines of a text file (gzip and a leading UTF-8 BOM allowed); None for a line that is not UTF-8."""
     if data[:2] == b"\x1f\x8b":
         try:
             data = gzip.decompress(data)
         except (OSError, EOFError):
             return Refusal()
     data = data.removeprefix(b"\xef\xbb\xbf")
-    lines = []
+    lines: list[tuple[int, str | None]] = []
     for number, raw in enumerate(data.split(b"\n"), start=1):
         try:
             lines.append((number, raw.decode("utf-8")))
         except UnicodeDecodeError:
-            return Refusal((number,))
+            lines.append((number, None))
     return lines
 
 
@@ -80,6 +85,9 @@ def parse_run(data: bytes) -> dict[str, dict[str, float]] | Refusal:
         return lines
     bad, seen, run = [], set(), {}
     for number, line in lines:
+        if line is None:
+            bad.append(number)
+            continue
         fields = _SEPARATORS.split(line.strip(" \t\r"))
         if fields == [""]:
             continue
@@ -103,16 +111,19 @@ def parse_qrels(data: bytes, fmt: str) -> dict[str, dict[str, int]] | Refusal:
         return lines
     bad, qrels = [], {}
     if fmt == "beir":
-        if not lines or lines[0][1].rstrip("\r") != "query-id\tcorpus-id\tscore":
+        if not lines or lines[0][1] is None or lines[0][1].rstrip("\r") != "query-id\tcorpus-id\tscore":
             return Refusal((1,))
         lines = lines[1:]
     for number, line in lines:
+        if line is None:
+            bad.append(number)
+            continue
         if fmt == "beir":
             stripped = line[:-1] if line.endswith("\r") else line
             if not stripped.strip(" \t"):
                 continue
             fields = stripped.split("\t")
-            ok = len(fields) == 3 and valid_id(fields[0]) and valid_id(fields[1]) and _int_ok(fields[2])
+            ok = (len(fields) == 3 and _tab_id(fields[0]) and _tab_id(fields[1]) and _int_ok(fields[2]))
             qid, docid, grade = (fields + ["", "", ""])[:3]
         else:
             fields = _SEPARATORS.split(line.strip(" \t\r"))
@@ -136,15 +147,21 @@ def parse_qrels(data: bytes, fmt: str) -> dict[str, dict[str, int]] | Refusal:
 
 
 def expected_per_query(run: dict, qrels: dict) -> dict[str, dict[str, float]] | Refusal:
-    """pytrec_eval's values for the queries in both (those with a positive grade and no negative one)."""
+    """pytrec_eval's values for the queries in both that have a positive grade and no negative one.
+
+    Queries without a relevant document are left out of the comparison: pytrec_eval crashes
+    (segfaults) on qrels where no query has one, and their rule is issue 10's to settle.
+    """
     import pytrec_eval
 
     shared = sorted(set(run) & set(qrels))
     if not shared:
         return Refusal()
-    evaluator = pytrec_eval.RelevanceEvaluator({q: qrels[q] for q in shared}, set(FUZZ_METRICS.values()))
-    values = evaluator.evaluate({q: run[q] for q in shared})
-    comparable = {q for q in shared if any(g > 0 for g in qrels[q].values()) and min(qrels[q].values()) >= 0}
+    comparable = [q for q in shared if any(g > 0 for g in qrels[q].values()) and min(qrels[q].values()) >= 0]
+    if not comparable:
+        return {}
+    evaluator = pytrec_eval.RelevanceEvaluator({q: qrels[q] for q in comparable}, set(FUZZ_METRICS.values()))
+    values = evaluator.evaluate({q: run[q] for q in comparable})
     return {q: {ours: values[q][theirs] for ours, theirs in FUZZ_METRICS.items()} for q in comparable}
 
 
