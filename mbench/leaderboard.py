@@ -14,13 +14,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mbench.errors import MbenchError
+from mbench.formats.specfile import read_yaml, relative_inside
 from mbench.metrics import parse_metric
 
-_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 _ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\-+@]*$"
 
@@ -32,7 +31,8 @@ class LeaderboardFileError(MbenchError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # A published number of NaN or inf is a transcription error, never a value to print.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class NumberFormat(_Strict):
@@ -111,6 +111,11 @@ class RunColumn(ResultFilter):
         default=None, description="read this column from this results directory (relative to the working directory)"
     )
     reference: str | None = Field(default=None, description="reference column that --delta subtracts from this one")
+
+    @field_validator("results_dir")
+    @classmethod
+    def _inside(cls, value: str | None) -> str | None:
+        return None if value is None else relative_inside(value)
 
     @model_validator(mode="after")
     def _selects_something(self) -> RunColumn:
@@ -238,16 +243,9 @@ def parse_leaderboard(data: Any, source: str) -> Leaderboard:
 def load_leaderboard(path: str | Path, tasks_dirs: Iterable[str | Path] = ()) -> Leaderboard:
     """Read, validate and check a leaderboard YAML against the task index."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise LeaderboardFileError(f"{path}: no such file (packaged specs: `mbench table --list`)") from None
-    try:
-        data = yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a safe loader, C or Python
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        raise LeaderboardFileError(f"{where}: malformed YAML: {getattr(err, 'problem', None) or err}") from None
+    if not path.is_file() and not path.exists():
+        raise LeaderboardFileError(f"{path}: no such file (packaged specs: `mbench table --list`)")
+    data = read_yaml(path, LeaderboardFileError)
     spec = parse_leaderboard(data, str(path))
     check_tasks(spec, str(path), tasks_dirs)
     return spec

@@ -25,8 +25,10 @@ PER_QUERY_FILE = "per_query.parquet"
 
 
 def _safe_component(name: str) -> str:
-    """A path component from a model or task name (``/`` and spaces would nest or break paths)."""
-    return re.sub(r"[^A-Za-z0-9._+-]", "_", name)
+    """A path component from a model, task or pool name: ``/``, spaces and a leading dot (``..``) would
+    nest, break or climb out of the results root."""
+    safe = re.sub(r"[^A-Za-z0-9._+-]", "_", name)
+    return "_" + safe if not safe or safe.startswith(".") else safe
 
 
 def result_dir(
@@ -37,8 +39,8 @@ def result_dir(
     ``variant`` names a run option that changes results without changing the model, such as a
     non-default instruction policy (``none``, ``seeded-3``), so ablations sit side by side.
     """
-    leaf = pool if not variant else f"{pool}.{_safe_component(variant)}"
-    return Path(results_root) / _safe_component(model_name) / model_fingerprint[:12] / task / leaf
+    leaf = _safe_component(pool) if not variant else f"{_safe_component(pool)}.{_safe_component(variant)}"
+    return Path(results_root) / _safe_component(model_name) / model_fingerprint[:12] / _safe_component(task) / leaf
 
 
 def default_results_dir() -> Path:

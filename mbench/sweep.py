@@ -46,7 +46,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -58,8 +57,8 @@ from pydantic import (
 
 from mbench.engine.instructions import INSTRUCTION_POLICIES
 from mbench.errors import MbenchError
+from mbench.formats.specfile import NAME_PATTERN, read_yaml
 
-_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 ScalarArg = str | int | float | bool
 
@@ -69,7 +68,8 @@ class SweepFileError(MbenchError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN or inf in a sweep would become a `--model-arg x=nan` no one meant.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _nonempty_unique(values: list, key: str) -> list:
@@ -90,6 +90,14 @@ class ModelEntry(_Strict):
     name: str | None = Field(default=None, min_length=1, description="label shown in sweep output (default: model)")
     model_args: dict[str, ScalarArg] = Field(default_factory=dict, description="--model-arg KEY=VALUE pairs")
     trust_remote_code: bool = False
+
+    @field_validator("model_args")
+    @classmethod
+    def _no_remote_code_arg(cls, args: dict[str, ScalarArg]) -> dict[str, ScalarArg]:
+        if "trust_remote_code" in args:
+            raise ValueError("trust_remote_code is not a model argument: set `trust_remote_code: true` on the model "
+                             "entry and run the sweep with `mbench sweep --trust-remote-code`")
+        return args
 
     @property
     def label(self) -> str:
@@ -130,6 +138,16 @@ class SweepSpec(_Strict):
         if values is None:
             return None
         return _nonempty_unique(values, info.field_name)
+
+    @field_validator("pools")
+    @classmethod
+    def _pool_names(cls, values: list[str]) -> list[str]:
+        import re
+
+        for value in values:
+            if not re.match(NAME_PATTERN, value):
+                raise ValueError(f"pool {value!r} must match {NAME_PATTERN} (it names a results folder)")
+        return values
 
     @field_validator("tasks")
     @classmethod
@@ -242,25 +260,23 @@ def _format_errors(path: Path, err: ValidationError) -> str:
 
 def load_sweep(path: str | os.PathLike) -> SweepSpec:
     """Read and validate a sweep YAML (safe_load); errors name the file and the key."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SweepFileError(f"{path}: no such file") from None
-    except OSError as err:
-        raise SweepFileError(f"{path}: cannot read: {err}") from None
-    try:
-        data = yaml.load(text, Loader=_SafeLoader)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        raise SweepFileError(f"{where}: malformed YAML: {getattr(err, 'problem', None) or err}") from None
+    data = read_yaml(path, SweepFileError)
     if not isinstance(data, dict):
         raise SweepFileError(f"{path}: expected a mapping of keys (models, tasks, ...) at the top level")
     try:
         return SweepSpec.model_validate(data)
     except ValidationError as err:
         raise SweepFileError(_format_errors(path, err)) from None
+
+
+def check_remote_code(sweep: SweepSpec, path: str | os.PathLike, trusted: bool) -> None:
+    """A sweep whose models run their own code needs the user's `mbench sweep --trust-remote-code`."""
+    needing = [f"models.{i}" for i, entry in enumerate(sweep.models) if entry.trust_remote_code]
+    if needing and not trusted:
+        raise SweepFileError(
+            f"{path}: {', '.join(needing)}: trust_remote_code is set, so the sweep would run the model's own code; "
+            "review it, then pass --trust-remote-code to mbench sweep"
+        )
 
 
 def check_tasks(sweep: SweepSpec, path: str | os.PathLike) -> None:

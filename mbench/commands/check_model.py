@@ -22,6 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model-arg", action="append", default=[], metavar="KEY=VALUE", help="a plugin argument (repeatable)"
     )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="allow models that ship their own Python code (e.g. nvidia/MM-Embed) to run it")
     parser.add_argument(
         "--dtype", default=None, choices=("float32", "float16", "bfloat16"), help="the plugin's compute dtype"
     )
@@ -51,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from mbench.data.common import DataWarning
     from mbench.data.loader import load_task
     from mbench.models import conformance
-    from mbench.models.registry import build_model, parse_model_args
+    from mbench.models.registry import build_model, parse_model_args, with_remote_code
     from mbench.tasks.index import get_index
 
     batch_sizes = _batch_sizes(args.batch_sizes)
@@ -70,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
     candidates = conformance.sample_items([t.pool for t in tasks], args.per_modality)
     queries = [item for item, _ in sampled_queries]
 
-    model = build_model(args.model, parse_model_args(args.model_arg), device=args.device, dtype=args.dtype)
+    model_args = with_remote_code(args.model, parse_model_args(args.model_arg), args.trust_remote_code)
+    model = build_model(args.model, model_args, device=args.device, dtype=args.dtype)
     family = getattr(getattr(model, "meta", None), "prompt_family", None)
     # As in a run: each query gets its own task's prompt; a reranker scores pairs of one task.
     query_prompts = [specs[t].prompts.get(family) if family else None for _, t in sampled_queries]

@@ -54,29 +54,25 @@ def run(args: argparse.Namespace) -> int:
     from mbench.engine.pipeline import RunOptions, run_task
     from mbench.engine.store import EmbeddingStore, default_store_root
     from mbench.errors import MbenchError
-    from mbench.models.registry import (
-        accepted_args,
-        build_model,
-        parse_model_args,
-        resolve_factory,
-    )
+    from mbench.models.registry import build_model, parse_model_args, with_remote_code
     from mbench.results import default_results_dir
     from mbench.tasks import expand_task_names, load_task_spec
 
     if args.batch_size < 1 or args.num_workers < 0 or args.shard_size < 1:
         raise MbenchError("--batch-size and --shard-size must be >= 1 and --num-workers >= 0")
+    import re
+
+    from mbench.formats.specfile import NAME_PATTERN
+
+    if not re.match(NAME_PATTERN, args.pool):
+        raise MbenchError(f"--pool {args.pool!r}: a pool name matches {NAME_PATTERN} (it names a results folder)")
     requested = [t.strip() for t in args.tasks.split(",") if t.strip()]
     names = expand_task_names(requested, args.tasks_dir)
     specs = [load_task_spec(name, args.tasks_dir) for name in names]
     for spec in specs:
         if args.pool not in spec.pools and spec.pools:
             raise MbenchError(f"task {spec.name} has no pool {args.pool!r} (its pools: {', '.join(spec.pools)})")
-    model_args = parse_model_args(args.model_arg)
-    if args.trust_remote_code:
-        factory, _ = resolve_factory(args.model)
-        if "trust_remote_code" not in {a.name for a in accepted_args(factory)[0]}:
-            raise MbenchError(f"model {args.model!r} runs no remote code; drop --trust-remote-code")
-        model_args.setdefault("trust_remote_code", "true")
+    model_args = with_remote_code(args.model, parse_model_args(args.model_arg), args.trust_remote_code)
     from mbench.engine.distributed import current_world, rank_device
 
     device = rank_device(args.device or _default_device())

@@ -12,6 +12,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--executor", choices=("local", "slurm"), default="local",
                         help="local: one point after another in this process; slurm: a submitit job array")
     parser.add_argument("--dry-run", action="store_true", help="print the command of every grid point; run nothing")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="allow the sweep's models marked trust_remote_code to run their own code")
     parser.add_argument("--slurm-partition", default=None, help="Slurm partition of every job")
     parser.add_argument("--slurm-gpus-per-node", type=int, default=None, metavar="N", help="GPUs of every job")
     parser.add_argument("--slurm-time", type=int, default=None, metavar="MIN", help="time limit of every job, minutes")
@@ -28,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from mbench.errors import MbenchError
     from mbench.sweep import (
         SlurmOptions,
+        check_remote_code,
         check_tasks,
         dry_run,
         expand,
@@ -45,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     points = expand(sweep)
     if args.dry_run:
         return dry_run(points)
+    check_remote_code(sweep, args.sweep, args.trust_remote_code)
     if args.executor == "local":
         given = [f"--{flag.replace('_', '-')}" for flag in ("slurm_partition", "slurm_gpus_per_node", "slurm_time",
                                                              "slurm_array_parallelism") if getattr(args, flag) is not None]

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mbench.data.common import Problems, check_unique, read_jsonl, require_column
+from mbench.data.common import Problems, check_unique, inside_folder, read_jsonl, require_column
 from mbench.data.types import ItemTable, TaskData
 from mbench.errors import MbenchError
 from mbench.metrics import Relevance
@@ -24,18 +24,18 @@ def corpus_path(spec: TaskSpec, folder: Path) -> Path:
     """The task's corpus file: ``pools.local.file``, else ``files.corpus``, else ``corpus.jsonl``."""
     local = spec.pools.get("local")
     if local is not None and local.file is not None:
-        return folder / local.file
-    return folder / spec.files.get("corpus", "corpus.jsonl")
+        return inside_folder(folder, local.file)
+    return inside_folder(folder, spec.files.get("corpus", "corpus.jsonl"))
 
 
 def queries_path(spec: TaskSpec, folder: Path) -> Path:
     """The task's query file."""
-    return folder / spec.files.get("queries", "queries.jsonl")
+    return inside_folder(folder, spec.files.get("queries", "queries.jsonl"))
 
 
 def qrels_path(spec: TaskSpec, folder: Path) -> Path:
     """The task's qrels file for its split."""
-    return folder / spec.files.get("qrels", f"qrels/{spec.split}.tsv")
+    return inside_folder(folder, spec.files.get("qrels", f"qrels/{spec.split}.tsv"))
 
 
 def read_corpus(path: Path) -> pd.DataFrame:

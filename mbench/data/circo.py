@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mbench.data.common import Problems
+from mbench.data.common import Problems, inside_folder
 from mbench.data.types import ItemTable, TaskData
 from mbench.errors import MbenchError
 from mbench.metrics import Relevance
@@ -41,17 +41,17 @@ class CircoQuery:
 
 def annotations_path(spec: TaskSpec, folder: Path) -> Path:
     """The task's annotation file."""
-    return folder / spec.files.get("annotations", f"annotations/{spec.split}.json")
+    return inside_folder(folder, spec.files.get("annotations", f"annotations/{spec.split}.json"))
 
 
 def images_folder(spec: TaskSpec, folder: Path) -> Path:
     """The folder of the COCO 2017 unlabeled JPEGs."""
-    return folder / spec.files.get("images", "unlabeled2017")
+    return inside_folder(folder, spec.files.get("images", "unlabeled2017"))
 
 
 def image_info_path(spec: TaskSpec, folder: Path) -> Path:
     """COCO's ``image_info_unlabeled2017.json`` (optional: lists the corpus ids)."""
-    return folder / spec.files.get("image_info", "image_info_unlabeled2017.json")
+    return inside_folder(folder, spec.files.get("image_info", "image_info_unlabeled2017.json"))
 
 
 def image_file_name(image_id: int) -> str:

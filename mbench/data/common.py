@@ -97,6 +97,23 @@ def check_unique(ids: pd.Series, path: Path, what: str, problems: Problems) -> N
         problems.add(f"duplicate {what}", f"{path}:{again}: duplicate {what} {item_id!r} (first at line {first})")
 
 
+def inside_folder(folder: Path, relative: str) -> Path:
+    """``folder / relative``, refused when it resolves outside ``folder`` (a symlink out of the task's data).
+
+    Task YAMLs name files relative to the task's data folder and cannot climb out with ``..``
+    (the schema refuses it); this catches the same escape through a symlink.
+    """
+    path = folder / relative
+    base = folder.resolve()
+    resolved = path.resolve()
+    if resolved != base and base not in resolved.parents:
+        raise MbenchError(
+            f"{path}: resolves to {resolved}, outside the task's data folder {base}; a file named by a task "
+            "YAML must lie inside its data folder (a symlink out of it is refused)"
+        )
+    return path
+
+
 def absolute_paths(root: Path, relative: Sequence[str | None]) -> list[str | None]:
     """Join relative image paths onto ``root`` (None stays None), as absolute path strings."""
     base = os.path.abspath(root)

@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from mbench.data.common import hub_offline
+from mbench.data.common import hub_offline, inside_folder
 from mbench.data.types import TaskData
 from mbench.errors import MbenchError
 from mbench.tasks.spec import TaskSpec
@@ -111,7 +111,7 @@ def global_pool_members(
         )
         if member_folder is None:
             raise MbenchError(_not_found(member, data_dir))
-        path = (member_folder / local.file).absolute()
+        path = inside_folder(member_folder, local.file).absolute()
         if path in seen:
             continue
         seen.add(path)

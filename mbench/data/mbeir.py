@@ -17,7 +17,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mbench.data.common import DataWarning, Problems, absolute_paths, check_unique, read_jsonl, require_column
+from mbench.data.common import (
+    DataWarning,
+    Problems,
+    absolute_paths,
+    check_unique,
+    inside_folder,
+    read_jsonl,
+    require_column,
+)
 from mbench.data.types import MODALITIES, ItemTable, TaskData
 from mbench.errors import MbenchError
 from mbench.metrics import Relevance
@@ -173,7 +181,7 @@ def load_mbeir(
     check_unique(queries["qid"], queries_path, "qid", problems)
     _check_modalities(queries["query_modality"], queries_path, "query", problems)
     if pool == "local":
-        local_path = folder / _local_pool_file(spec)
+        local_path = inside_folder(folder, _local_pool_file(spec))
         frame = read_pool(local_path)
         check_unique(frame["did"], local_path, "did", problems)
         candidates = pool_table(frame, folder, local_path, problems)
@@ -261,7 +269,7 @@ def count_judgments(spec: TaskSpec, folder: Path) -> int:
 
 def check_instructions(spec: TaskSpec, folder: Path) -> list[str]:
     """Compare the task's instructions with ``instructions/query_instructions.tsv`` when present; warn on differences."""
-    path = folder / spec.files.get("instructions", INSTRUCTIONS_FILE)
+    path = inside_folder(folder, spec.files.get("instructions", INSTRUCTIONS_FILE))
     if not path.is_file() or spec.dataset_id is None:
         return []
     table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
@@ -303,7 +311,7 @@ def required_files(spec: TaskSpec, pool: str = "local") -> list[str]:
 def _task_file(spec: TaskSpec, folder: Path, key: str) -> Path:
     if key not in spec.files:
         raise MbenchError(f"task {spec.name}: `files` has no {key!r} entry (the mbeir adapter needs queries and qrels)")
-    return folder / spec.files[key]
+    return inside_folder(folder, spec.files[key])
 
 
 def _local_pool_file(spec: TaskSpec) -> str:

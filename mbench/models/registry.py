@@ -191,8 +191,15 @@ def _alias_args(name: str) -> dict[str, str]:
     return {**_alias_args(alias.model), **alias.args}
 
 
+REMOTE_CODE_ARG = "trust_remote_code"
+
+
 def parse_model_args(pairs: Sequence[str] | None) -> dict[str, str]:
-    """Turn repeated ``--model-arg key=value`` strings into a dict; a malformed or repeated key is an error."""
+    """Turn repeated ``--model-arg key=value`` strings into a dict; a malformed or repeated key is an error.
+
+    ``trust_remote_code`` is refused here: only the ``--trust-remote-code`` flag may turn it on
+    (``with_remote_code``), so no argument list, sweep file or alias can run a model's own code.
+    """
     out: dict[str, str] = {}
     for pair in pairs or ():
         key, sep, value = pair.partition("=")
@@ -201,8 +208,23 @@ def parse_model_args(pairs: Sequence[str] | None) -> dict[str, str]:
             raise MbenchError(f"--model-arg {pair!r}: expected key=value")
         if key in out:
             raise MbenchError(f"--model-arg {key!r} given twice ({out[key]!r} and {value!r})")
+        if key == REMOTE_CODE_ARG:
+            raise MbenchError(f"--model-arg {pair!r}: remote code runs only with the --trust-remote-code flag")
         out[key] = value
     return out
+
+
+def with_remote_code(name: str, model_args: dict[str, str], trusted: bool) -> dict[str, str]:
+    """``model_args`` with ``trust_remote_code=true`` when ``trusted`` (the user's --trust-remote-code).
+
+    A model whose factory takes no such argument runs no remote code: the flag is then an error.
+    """
+    if not trusted:
+        return model_args
+    factory, _ = resolve_factory(name)
+    if REMOTE_CODE_ARG not in {a.name for a in accepted_args(factory)[0]}:
+        raise MbenchError(f"model {name!r} runs no remote code; drop --trust-remote-code")
+    return {**model_args, REMOTE_CODE_ARG: "true"}
 
 
 @dataclass(frozen=True)

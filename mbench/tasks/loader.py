@@ -22,14 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from mbench.errors import MbenchError
+from mbench.formats.specfile import read_yaml
 from mbench.tasks.spec import GroupSpec, PoolSpec, TaskSpec
-
-# The C loader parses ~10x faster; it is just as safe (no arbitrary Python objects).
-_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 INCLUDE_KEY = "include"
 GROUP_KEY = "group"
@@ -59,19 +56,7 @@ def is_base_file(path: Path) -> bool:
 
 
 def _read_yaml_mapping(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as err:
-        raise TaskFileError(f"{path}: no such file") from err
-    except OSError as err:
-        raise TaskFileError(f"{path}: cannot read: {err}") from err
-    try:
-        data = yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a safe loader, C or Python
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        problem = getattr(err, "problem", None) or str(err)
-        raise TaskFileError(f"{where}: malformed YAML: {problem}") from err
+    data = read_yaml(path, TaskFileError)
     if data is None:
         raise TaskFileError(f"{path}: the file is empty; a task or group YAML is a mapping of keys")
     if not isinstance(data, dict):

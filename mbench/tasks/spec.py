@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from mbench.formats.specfile import NAME_PATTERN, relative_inside
 from mbench.metrics import parse_metric, required_depth
 
 Modality = Literal["text", "image", "image,text"]
@@ -16,11 +17,16 @@ class PoolSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    file: str | None = None
+    file: str | None = Field(default=None, description="path relative to the task's data folder")
     union_of: str | None = Field(
         default=None, description="group name: the pool is the concatenation of its tasks' local pools"
     )
     size: int | None = Field(default=None, description="expected number of candidates (checked by validate)")
+
+    @field_validator("file")
+    @classmethod
+    def _inside(cls, value: str | None) -> str | None:
+        return None if value is None else relative_inside(value)
 
     @model_validator(mode="after")
     def _one_source(self) -> PoolSpec:
@@ -34,7 +40,7 @@ class TaskSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", description="unique task name, e.g. mbeir.cirr.it2i")
+    name: str = Field(pattern=NAME_PATTERN, description="unique task name, e.g. mbeir.cirr.it2i")
     description: str = ""
     adapter: Literal["mbeir", "beir", "circo"]
     data_folder: str = Field(description="folder under the data root (--data-dir / $MBENCH_DATA)")
@@ -69,6 +75,32 @@ class TaskSpec(BaseModel):
     instructions: list[str] = Field(default_factory=list)
     instructions_source: str = ""
     prompts: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("data_folder")
+    @classmethod
+    def _folder_inside(cls, value: str) -> str:
+        return relative_inside(value)
+
+    @field_validator("files")
+    @classmethod
+    def _files_inside(cls, files: dict[str, str]) -> dict[str, str]:
+        for key, value in files.items():
+            try:
+                relative_inside(value)
+            except ValueError as err:
+                raise ValueError(f"{key}: {err}") from None
+        return files
+
+    @field_validator("pools")
+    @classmethod
+    def _pool_names(cls, pools: dict[str, PoolSpec]) -> dict[str, PoolSpec]:
+        # A pool name becomes a folder of the results directory.
+        import re
+
+        for name in pools:
+            if not re.match(NAME_PATTERN, name):
+                raise ValueError(f"pool name {name!r} must match {NAME_PATTERN} (it names a results folder)")
+        return pools
 
     @field_validator("metrics")
     @classmethod

@@ -411,10 +411,10 @@ def _yaml_cases(material: Material) -> list[NastyCase]:
         return NastyCase(f"leaderboard-yaml/{name}", build, "board.yaml" if where != "-" else None,
                          None if where == "-" else where, same_as="leaderboard-yaml/clean" if where == "-" else None)
 
-    def sweep(name: str, text: str | bytes, where: str | None = None, *extra: str) -> NastyCase:
+    def sweep(name: str, text: str | bytes, where: str | None = None, dry_run: bool = True) -> NastyCase:
         def build(folder: Path) -> list[str]:
             path = _write(folder / "sweep.yaml", text)
-            return ["sweep", str(path), "--dry-run", *extra]
+            return ["sweep", str(path), *(["--dry-run"] if dry_run else [])]
 
         return NastyCase(f"sweep-yaml/{name}", build, "sweep.yaml" if where != "-" else None,
                          None if where == "-" else where, same_as="sweep-yaml/clean" if where == "-" else None)
@@ -491,7 +491,7 @@ def _yaml_cases(material: Material) -> list[NastyCase]:
         sweep("pool-climbing-up", SWEEP_YAML.replace("pools: [local]", "pools: [../../x]"), r"pools"),
         sweep("remote-code-without-the-flag", SWEEP_YAML.replace("model_args: {dim: 32}",
                                                                  "model_args: {dim: 32}\n    trust_remote_code: true"),
-              r"trust.remote.code"),
+              r"trust.remote.code", dry_run=False),
         sweep("remote-code-as-a-model-arg", SWEEP_YAML.replace("{dim: 32}", "{dim: 32, trust_remote_code: true}"),
               r"trust_remote_code"),
         sweep("latin1", SWEEP_YAML.encode() + b"data_dir: caf\xe9\n", r"sweep\.yaml"),

@@ -48,7 +48,7 @@ def remote_code_refusal(name: str) -> MbenchError:
     return MbenchError(
         f"model {name!r} ships its own Python code (a modeling_*.py file named in its config's auto_map) "
         "that runs on this machine when the model loads; mbench runs such code only when you opt in. "
-        "Review the code, then pass --trust-remote-code (or --model-arg trust_remote_code=true)."
+        "Review the code, then pass --trust-remote-code."
     )
 
 

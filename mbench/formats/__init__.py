@@ -1,0 +1,1 @@
+"""File formats: one reader (and writer) per format, used by every command alike."""
