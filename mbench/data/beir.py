@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mbench.data.common import Problems, check_unique, inside_folder, read_jsonl, require_column
+from mbench.data.common import Problems, check_ids, check_unique, inside_folder, require_column
 from mbench.data.types import ItemTable, TaskData
 from mbench.errors import MbenchError
+from mbench.formats.jsonl import read_jsonl
 from mbench.metrics import Relevance
 from mbench.tasks.spec import TaskSpec
 
@@ -65,9 +66,11 @@ def read_qrels(path: Path) -> pd.DataFrame:
 def _typed_qrels(frame: pd.DataFrame, path: Path | str, first_line: int) -> pd.DataFrame:
     frame = frame.assign(line=np.arange(first_line, first_line + len(frame)))
     score = pd.to_numeric(frame["score"], errors="coerce")
-    if score.isna().any():
-        bad = score.isna().to_numpy().nonzero()[0][0]
-        raise MbenchError(f"{path}:{frame['line'].iloc[bad]}: score {frame['score'].iloc[bad]!r} is not a number")
+    # A grade is an integer: 1.5 would be truncated to 1 without a word.
+    not_integer = score.isna() | (score != score.round())
+    if not_integer.any():
+        bad = not_integer.to_numpy().nonzero()[0][0]
+        raise MbenchError(f"{path}:{frame['line'].iloc[bad]}: score {frame['score'].iloc[bad]!r} is not an integer grade")
     frame["score"] = score.astype(np.int64)
     frame["qid"] = frame["qid"].astype(str)
     frame["did"] = frame["did"].astype(str)
@@ -162,20 +165,10 @@ def build_task(
 
 
 def _read_id_jsonl(path: Path, columns: dict[str, str]) -> pd.DataFrame:
-    """Read a BEIR JSONL file; ids written as JSON numbers (some conversions do that) become strings."""
-    try:
-        frame = read_jsonl(path, columns)
-    except MbenchError:
-        if not path.is_file():
-            raise
-        try:
-            frame = pd.read_json(path, lines=True, dtype=False)
-        except ValueError as err:
-            raise MbenchError(f"{path}: not JSON lines: {err}") from None
-        for name in columns:
-            if name not in frame:
-                frame[name] = None
-        frame = frame[list(columns)]
-        frame["_id"] = frame["_id"].map(lambda v: None if v is None or v != v else str(v))
+    """Read a BEIR JSONL file; ids written as JSON integers (some conversions do that) become strings."""
+    frame = read_jsonl(path, columns, integer_ids={"_id"})
     require_column(frame, "_id", path)
+    problems = Problems()
+    check_ids(frame["_id"], path, "id", problems)
+    problems.raise_if_any(str(path))
     return frame

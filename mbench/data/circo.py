@@ -17,6 +17,7 @@ import pandas as pd
 
 from mbench.data.common import Problems, inside_folder
 from mbench.data.types import ItemTable, TaskData
+from mbench.columnfile import id_from_json, read_json
 from mbench.errors import MbenchError
 from mbench.metrics import Relevance
 from mbench.tasks.spec import TaskSpec
@@ -60,29 +61,52 @@ def image_file_name(image_id: int) -> str:
 
 
 def read_annotations(path: Path) -> list[CircoQuery]:
-    """The queries of one CIRCO annotation file (reads annotations only; no images needed)."""
+    """The queries of one CIRCO annotation file (reads annotations only; no images needed).
+
+    Ids are COCO image ids: JSON integers (or strings of digits). A float, boolean or null id,
+    or a caption that is not a string, is an error naming the query: ``int(13.5)`` or
+    ``str(None)`` would make a plausible query out of a broken one.
+    """
     if not path.is_file():
         raise MbenchError(f"{path}: file not found")
-    try:
-        rows = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise MbenchError(f"{path}:{err.lineno}: not valid JSON: {err.msg}") from None
+    rows = read_json(path)
     if not isinstance(rows, list):
         raise MbenchError(f"{path}: expected a JSON list of queries")
     queries = []
     for number, row in enumerate(rows):
-        try:
-            gt = tuple(int(i) for i in row.get("gt_img_ids") or ())
-            target = row.get("target_img_id")
-            queries.append(CircoQuery(
-                id=str(row["id"]), reference_img_id=int(row["reference_img_id"]),
-                relative_caption=str(row["relative_caption"]),
-                target_img_id=None if target is None else int(target), gt_img_ids=gt,
-            ))
-        except (KeyError, TypeError, ValueError, AttributeError) as err:
-            raise MbenchError(f"{path}: query #{number} ({row.get('id') if isinstance(row, dict) else row!r}): "
-                              f"bad or missing field {err}") from None
+        where = f"{path}: query #{number}"
+        if not isinstance(row, dict):
+            raise MbenchError(f"{where}: expected an object, got {type(row).__name__}")
+        qid = id_from_json(row.get("id"))
+        if qid is None:
+            raise MbenchError(f"{where}: 'id' {json.dumps(row.get('id'))} is not a query id")
+        where = f"{path}: query {qid} (#{number})"
+        reference = _image_id(row.get("reference_img_id"))
+        target = row.get("target_img_id")
+        gt = row.get("gt_img_ids") or []
+        caption = row.get("relative_caption")
+        if reference is None:
+            raise MbenchError(f"{where}: 'reference_img_id' {json.dumps(row.get('reference_img_id'))} is not an image id")
+        if not isinstance(caption, str):
+            raise MbenchError(f"{where}: 'relative_caption' {json.dumps(caption)} is not a string")
+        if target is not None and _image_id(target) is None:
+            raise MbenchError(f"{where}: 'target_img_id' {json.dumps(target)} is not an image id")
+        if not isinstance(gt, list) or any(_image_id(i) is None for i in gt):
+            raise MbenchError(f"{where}: 'gt_img_ids' {json.dumps(gt)[:80]} is not a list of image ids")
+        queries.append(CircoQuery(
+            id=qid, reference_img_id=reference, relative_caption=caption,
+            target_img_id=None if target is None else _image_id(target), gt_img_ids=tuple(_image_id(i) for i in gt),
+        ))
     return queries
+
+
+def _image_id(value: object) -> int | None:
+    """A COCO image id from JSON: an integer (not a boolean) or a string of digits; None otherwise."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    return None
 
 
 def count_relevant(spec: TaskSpec, folder: Path) -> tuple[int, int]:
@@ -101,11 +125,18 @@ def corpus_ids(spec: TaskSpec, folder: Path) -> tuple[list[int], list[str]]:
         )
     info = image_info_path(spec, folder)
     if info.is_file():
-        try:
-            entries = json.loads(info.read_text(encoding="utf-8"))["images"]
-            pairs = sorted((int(e["id"]), str(e.get("file_name") or image_file_name(int(e["id"])))) for e in entries)
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-            raise MbenchError(f"{info}: not a COCO image info file (expected images[].id): {err}") from None
+        data = read_json(info)
+        entries = data.get("images") if isinstance(data, dict) else None
+        if not isinstance(entries, list):
+            raise MbenchError(f"{info}: not a COCO image info file (expected an object with an 'images' list)")
+        pairs = []
+        for number, entry in enumerate(entries):
+            image_id = _image_id(entry.get("id")) if isinstance(entry, dict) else None
+            name = entry.get("file_name") if isinstance(entry, dict) else None
+            if image_id is None or not (name is None or (isinstance(name, str) and "/" not in name and name not in (".", ".."))):
+                raise MbenchError(f"{info}: images[{number}]: expected an integer 'id' and a plain 'file_name'")
+            pairs.append((image_id, name or image_file_name(image_id)))
+        pairs.sort()
     else:
         pairs = []
         for path in images.glob("*.jpg"):

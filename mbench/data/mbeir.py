@@ -23,11 +23,13 @@ from mbench.data.common import (
     absolute_paths,
     check_unique,
     inside_folder,
-    read_jsonl,
+    check_ids,
     require_column,
 )
 from mbench.data.types import MODALITIES, ItemTable, TaskData
 from mbench.errors import MbenchError
+from mbench.formats.jsonl import line_numbers, read_jsonl
+from mbench.formats.specfile import relative_inside
 from mbench.metrics import Relevance
 from mbench.tasks.spec import TaskSpec
 
@@ -91,16 +93,17 @@ def read_qrels(path: Path) -> pd.DataFrame:
         line = int(frame["line"][short].iloc[0])
         raise MbenchError(f"{path}:{line}: expected 5 columns (qid 0 did rel task_id)")
     rel = pd.to_numeric(frame["rel"], errors="coerce")
-    if rel.isna().any():
-        line = int(frame["line"][rel.isna()].iloc[0])
-        raise MbenchError(f"{path}:{line}: relevance {frame['rel'][rel.isna()].iloc[0]!r} is not an integer")
+    not_integer = rel.isna() | (rel != rel.round())  # 1.5 would be truncated to 1 without a word
+    if not_integer.any():
+        line = int(frame["line"][not_integer].iloc[0])
+        raise MbenchError(f"{path}:{line}: relevance {frame['rel'][not_integer].iloc[0]!r} is not an integer")
     frame = frame.assign(rel=rel.astype(np.int64))
     return frame[["qid", "did", "rel", "task_id", "line"]].reset_index(drop=True)
 
 
 def pool_table(frame: pd.DataFrame, root: Path, path: Path, problems: Problems) -> ItemTable:
-    """Turn a candidate DataFrame into an ItemTable, recording bad modalities in ``problems``."""
-    _check_modalities(frame["modality"], path, "candidate", problems)
+    """Turn a candidate DataFrame into an ItemTable, recording bad ids, modalities and image paths in ``problems``."""
+    _check_rows(frame, "did", "img_path", path, "candidate", problems)
     return ItemTable(
         ids=frame["did"].tolist(),
         texts=frame["txt"].tolist(),
@@ -137,7 +140,7 @@ def _read_global_pool(members: Sequence[PoolMember], problems: Problems) -> Item
     for number, member in enumerate(members):
         frame = read_pool(member.path)
         check_unique(frame["did"], member.path, "did", problems)
-        _check_modalities(frame["modality"], member.path, "candidate", problems)
+        _check_rows(frame, "did", "img_path", member.path, "candidate", problems)
         frame = frame.assign(img_path=absolute_paths(member.root, frame["img_path"].tolist()))
         frames.append(frame)
         sources.append(np.full(len(frame), number, dtype=np.int32))
@@ -179,7 +182,7 @@ def load_mbeir(
     qrels_path = _task_file(spec, folder, "qrels")
     queries = read_queries(queries_path)
     check_unique(queries["qid"], queries_path, "qid", problems)
-    _check_modalities(queries["query_modality"], queries_path, "query", problems)
+    _check_rows(queries, "qid", "query_img_path", queries_path, "query", problems)
     if pool == "local":
         local_path = inside_folder(folder, _local_pool_file(spec))
         frame = read_pool(local_path)
@@ -321,11 +324,31 @@ def _local_pool_file(spec: TaskSpec) -> str:
     return local.file
 
 
+def _check_rows(frame: pd.DataFrame, id_column: str, image_column: str, path: Path, what: str,
+                problems: Problems) -> None:
+    """Record invalid ids, unknown modalities and image paths that leave the data folder."""
+    check_ids(frame[id_column], path, id_column, problems)
+    modality = "query_modality" if what == "query" else "modality"
+    _check_modalities(frame[modality], path, what, problems)
+    # Vectorised over the (up to 5.6M) pool paths; only suspects are checked one by one.
+    images = frame[image_column].dropna().astype(str)
+    suspect = images.str.match(r"^\s*$|[/~]") | images.str.contains(r"(?:^|/)\.\.(?:/|$)|\\", regex=True)
+    for row, image in zip(images.index[suspect.to_numpy()].tolist(), images[suspect].tolist()):
+        try:
+            relative_inside(image)
+        except ValueError as err:
+            line = line_numbers(path, [row])[row]
+            problems.add(f"{what} image path", f"{path}:{line}: {image_column}: {err}; image paths are relative to the M-BEIR root")
+
+
 def _check_modalities(values: pd.Series, path: Path, what: str, problems: Problems) -> None:
     bad = ~values.isin(MODALITIES).to_numpy()
-    for row in bad.nonzero()[0].tolist():
+    rows = bad.nonzero()[0].tolist()
+    lines = line_numbers(path, rows[: Problems.SHOWN_PER_KIND]) if rows else {}
+    for row in rows:
         problems.add(
-            f"{what} modality", f"{path}:{row + 1}: {what} modality {values.iloc[row]!r} is not one of {MODALITIES}"
+            f"{what} modality",
+            f"{path}:{lines.get(row, row + 1)}: {what} modality {values.iloc[row]!r} is not one of {MODALITIES}",
         )
 
 

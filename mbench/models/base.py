@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -193,17 +194,20 @@ def load_image(item: Item) -> Image.Image:
         raise MbenchError(f"item {item.id!r} has no image")
     if isinstance(image, Image.Image):
         return image.convert("RGB")
+    where = image if not isinstance(image, (bytes, bytearray)) else "<bytes>"
     try:
-        if isinstance(image, (bytes, bytearray)):
-            opened = Image.open(io.BytesIO(image))
-        else:
-            opened = Image.open(Path(image))
-        opened.load()
+        with warnings.catch_warnings():
+            # PIL only warns between its pixel limit and twice it, then decodes gigabytes: refuse both.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(image) if isinstance(image, (bytes, bytearray)) else Path(image)) as opened:
+                opened.load()
+                return opened.convert("RGB")
     except FileNotFoundError as err:
         raise MbenchError(f"image of item {item.id!r} not found: {image}") from err
-    except OSError as err:
-        raise MbenchError(f"image of item {item.id!r} cannot be decoded ({err}): {image if not isinstance(image, bytes) else '<bytes>'}") from err
-    return opened.convert("RGB")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise MbenchError(f"image of item {item.id!r} is too large to decode ({err}): {where}") from err
+    except (OSError, ValueError, SyntaxError) as err:  # PIL's decoders raise all three on damaged files
+        raise MbenchError(f"image of item {item.id!r} cannot be decoded ({err}): {where}") from err
 
 
 def model_fingerprint(meta: ModelMeta) -> str:

@@ -657,14 +657,15 @@ def _data_cases(material: Material) -> list[NastyCase]:
     def mbeir(name: str, edit: Callable[[Path], None], blamed: str | None, where: str | None, *extra: str) -> NastyCase:
         return NastyCase(f"mbeir-data/{name}", _data_case("mbeir", edit, material, *extra), blamed, where)
 
-    def image(name: str, data: bytes | None, refused: bool = True) -> NastyCase:
+    def image(name: str, data: bytes | Callable[[bytes], bytes] | None, refused: bool = True) -> NastyCase:
         def edit(root: Path) -> None:
             path = root / BAD_IMAGE
+            clean = path.read_bytes()
             path.unlink()
             if data is None:
                 path.mkdir()
             else:
-                path.write_bytes(data)
+                path.write_bytes(data(clean) if callable(data) else data)
 
         return NastyCase(f"image/{name}", _data_case("mbeir", edit, material), "000003.jpg" if refused else None,
                          image_id if refused else None)
@@ -681,7 +682,6 @@ def _data_cases(material: Material) -> list[NastyCase]:
 
         return edit
 
-    jpeg = (material.mini / "mbeir" / BAD_IMAGE).read_bytes()
     return [
         NastyCase("beir-data/clean", _data_case("beir", lambda root: None, material)),
         beir("malformed-json-line", _edit_line("corpus.jsonl", 2, lambda line: line[:-1])),
@@ -728,14 +728,14 @@ def _data_cases(material: Material) -> list[NastyCase]:
               "mbeir_mscoco_task0_test_cand_pool.jsonl", pool3),
         mbeir("missing-image-file", _edit_line(MBEIR_POOL, 3, _set_key("img_path", "mbeir_images/mscoco_images/nope.jpg")),
               "nope.jpg", image_id),
-        mbeir("latin1-row", _edit_line(MBEIR_POOL, 3, lambda line: line.replace(b'"did"', b'"src": "\xe9", "did"')),
-              "mbeir_mscoco_task0_test_cand_pool.jsonl", pool3),
+        mbeir("latin1-query-text", _edit_line(MBEIR_QUERIES, 2, lambda line: line.replace(b'"query_txt": "', b'"query_txt": "caf\xe9 ')),
+              "mbeir_mscoco_task0_test.jsonl", queries2),
         mbeir("qrels-word-grade", _edit_line(MBEIR_QRELS_FILE, 2, lambda line: line.replace(b" 1 0", b" one 0")),
               "mbeir_mscoco_task0_test_qrels.txt", r"qrels\.txt:2\b"),
         mbeir("qrels-short-line", _edit_line(MBEIR_QRELS_FILE, 2, lambda line: line.rsplit(b" ", 1)[0]),
               "mbeir_mscoco_task0_test_qrels.txt", r"qrels\.txt:2\b"),
         image("zero-bytes", b""),
-        image("truncated-jpeg", jpeg[: len(jpeg) // 2]),
+        image("truncated-jpeg", lambda jpeg: jpeg[: len(jpeg) // 2]),
         image("text-file", b"this is not an image\n"),
         image("html-error-page", b"<html><body>404 Not Found</body></html>"),
         image("decompression-bomb", _bomb_png()),
@@ -797,7 +797,7 @@ def _comparable(stdout: str, folder: Path | None) -> str:
     """Output with the case folder's path taken out, so twins built in different folders compare."""
     import re
 
-    return re.sub(r"/\S*/case-[^/\s]+", "<case>", stdout)
+    return re.sub(r"/\S*/(case|twin)-[^/\s]+", "<case>", stdout)
 
 
 def run_corpus(root: Path, cases: list[NastyCase] | None = None) -> list[Verdict]:
