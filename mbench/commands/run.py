@@ -34,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shard-size", type=int, default=8192,
                         help="items per stored embedding shard: the most a killed run recomputes")
     parser.add_argument("--overwrite", action="store_true", help="recompute results that already exist")
+    parser.add_argument("--skip-bad-items", action="store_true",
+                        help="leave out queries and candidates whose image cannot be decoded, listing them in "
+                        "result.json (default: such an image stops the run, naming it)")
     parser.add_argument("--reranker", default=None,
                         help="rerank the top-k of every task with this reranker (llava-next-tf, cross-encoder, ...)")
     parser.add_argument("--reranker-arg", action="append", default=[], metavar="KEY=VALUE",
@@ -93,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.no_progress,
         shard_size=args.shard_size,
+        skip_bad_items=args.skip_bad_items,
         requested_model=args.model,
         world=world,
     )

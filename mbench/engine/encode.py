@@ -81,17 +81,21 @@ class _ItemDataset:
     def __len__(self) -> int:
         return len(self.order)
 
-    def __getitem__(self, position: int) -> tuple[int, Item]:
+    def __getitem__(self, position: int) -> tuple[int, Item, str | None]:
         index = int(self.order[position])
         item = self.table.item(index)
         if isinstance(item.image, (str, Path)):
             from mbench.models.base import load_image
 
-            item = Item(item.id, item.text, load_image(item), item.modality)
-        return position, item
+            try:
+                item = Item(item.id, item.text, load_image(item), item.modality)
+            except MbenchError as err:
+                # Handed back, not raised: a DataLoader worker would wrap it in its own traceback.
+                return position, item, str(err)
+        return position, item, None
 
 
-def _collate(batch: list[tuple[int, Item]]) -> list[tuple[int, Item]]:
+def _collate(batch: list[tuple[int, Item, str | None]]) -> list[tuple[int, Item, str | None]]:
     return batch
 
 
@@ -147,8 +151,11 @@ def encode_rows(
     out: np.ndarray | None = None
     with torch.inference_mode(), autocast_context(options.device):
         for batch in loader:
-            rows = [int(order[pos]) for pos, _ in batch]
-            items = [item for _, item in batch]
+            failed = next((error for _, _, error in batch if error is not None), None)
+            if failed is not None:
+                raise MbenchError(failed)
+            rows = [int(order[pos]) for pos, _, _ in batch]
+            items = [item for _, item, _ in batch]
             embeddings = encode(
                 items,
                 role=role,

@@ -48,6 +48,7 @@ class RunOptions:
     overwrite: bool = False
     progress: bool = True
     shard_size: int = 8192
+    skip_bad_items: bool = False
     requested_model: str | None = None
     world: World = field(default_factory=World)
 
@@ -398,6 +399,11 @@ def score_and_write(
     return record
 
 
+def _skipped_any(record: dict[str, Any]) -> bool:
+    skipped = record.get("skipped_items") or {}
+    return bool(skipped.get("queries") or skipped.get("candidates"))
+
+
 def instruction_variant(meta: Any, spec: TaskSpec, options: RunOptions) -> str | None:
     """The result-path suffix of a non-default instruction policy (None for `first`, or when the
     model or task takes no instructions: then every policy gives the same result)."""
@@ -421,11 +427,19 @@ def run_task(model: Any, model_args: dict[str, Any], spec: TaskSpec, options: Ru
     directory = results.result_dir(options.results_dir, meta.name, fingerprint, spec.name, options.pool,
                                    instruction_variant(meta, spec, options))
     if results.result_exists(directory) and not options.overwrite:
-        return TaskOutcome(spec.name, directory, computed=False, record=results.read_result(directory))
+        existing = results.read_result(directory)
+        # A result that left items out is not what a run without --skip-bad-items asks for.
+        if options.skip_bad_items or not _skipped_any(existing):
+            return TaskOutcome(spec.name, directory, computed=False, record=existing)
     check_modalities(meta, spec.query_modality, spec.cand_modality, spec.name)
     timings: dict[str, float] = {}
     data = _timed(timings, "load", lambda: load_task(spec, data_dir=options.data_dir, pool=options.pool,
                                                      cache_dir=options.cache_dir))
+    skipped = None
+    if options.skip_bad_items:
+        from mbench.engine.bad_items import drop_unreadable_items
+
+        data, skipped = _timed(timings, "check_images", lambda: drop_unreadable_items(data))
     scores, indices, details = retrieve(model, spec, data, options, store=store, timings=timings)
     if not options.world.is_main:  # only rank 0 writes results
         return TaskOutcome(spec.name, directory, computed=True, data=data)
@@ -452,5 +466,7 @@ def run_task(model: Any, model_args: dict[str, Any], spec: TaskSpec, options: Ru
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "rerank": None,
     }
+    if skipped is not None:
+        record["skipped_items"] = skipped
     record = score_and_write(spec, data, scores, indices, directory, record, timings)
     return TaskOutcome(spec.name, directory, computed=True, record=record, data=data)
