@@ -82,6 +82,14 @@ def _dispatch(argv: list[str]) -> int:
     except MbenchError as err:
         print(f"mbench {name}: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except BrokenPipeError:
+        raise  # stdout's reader went away: main() exits quietly
+    except OSError as err:
+        # A file or folder the command could not open, create or write (a permission, a full
+        # disk): the system names it; a traceback would add nothing the user can act on.
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"mbench {name}: error: {where}{err.strerror or err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
 
 
 def _closed_output_pipe() -> int:

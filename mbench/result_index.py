@@ -7,7 +7,6 @@ the choice is reported, never made silently.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mbench.errors import MbenchError
-from mbench.results import PER_QUERY_FILE, RESULT_FILE
+from mbench.results import PER_QUERY_FILE, RESULT_FILE, read_result
 
 
 @dataclass(frozen=True)
@@ -103,12 +102,7 @@ def _parse_created(value: Any) -> datetime:
 def load_found(directory: Path) -> FoundResult:
     """The result in `directory` (which must hold a `result.json`)."""
     path = Path(directory) / RESULT_FILE
-    try:
-        record = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise MbenchError(f"no result at {directory} (missing {RESULT_FILE})") from None
-    except json.JSONDecodeError as err:
-        raise MbenchError(f"{path}: not valid JSON ({err}); delete the folder and rerun") from None
+    record = read_result(Path(directory))
     for key in ("task", "pool", "model", "metrics", "main_metric"):
         if key not in record:
             raise MbenchError(f"{path}: missing key {key!r}; not an mbench result.json")

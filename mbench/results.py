@@ -5,23 +5,33 @@
 from __future__ import annotations
 
 import functools
-import json
+import hashlib
 import os
 import platform
 import re
 import subprocess
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mbench import __version__, faults
+from mbench import __version__
+from mbench.errors import MbenchError
+from mbench.formats.atomic import atomic_write_bytes
+from mbench.formats.checked_json import ChecksumError, dumps_checked, loads_checked
 
 RESULT_FILE = "result.json"
 RUN_FILE = "run.trec.gz"
 PER_QUERY_FILE = "per_query.parquet"
+# The files of a result folder that result.json vouches for (by sha256), when present.
+DATA_FILES = (RUN_FILE, PER_QUERY_FILE, "submission.json", "rerank_scores.parquet")
+# The keys of result.json files written before they carried a checksum.
+_LEGACY_RESULT_KEYS = frozenset({
+    "mbench_result_version", "task", "task_spec_hash", "pool", "kind", "model", "requested_model", "model_args",
+    "depth", "dataset", "instruction_policy", "seed", "instructions", "prompt", "search_backend", "device",
+    "world_size", "versions", "git_sha", "created", "rerank", "metrics", "main_metric", "n_queries", "timings",
+})
 
 
 def _safe_component(name: str) -> str:
@@ -74,23 +84,6 @@ def library_versions() -> dict[str, str | None]:
     return versions
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file and a rename, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            faults.before_write(path)
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        faults.before_rename(path)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_per_query(path: Path, qids: list[str], per_query: Mapping[str, np.ndarray]) -> None:
     """Per-query metric values as a parquet table (``qid`` column plus one column per metric)."""
     import io
@@ -111,19 +104,48 @@ def read_per_query(path: Path) -> Any:
 
 
 def write_result_json(path: Path, record: Mapping[str, Any]) -> None:
-    """Write ``result.json`` atomically (written last: its presence marks a complete result)."""
-    atomic_write_bytes(path, (json.dumps(record, indent=2, sort_keys=False) + "\n").encode())
+    """Write ``result.json`` atomically (written last: its presence marks a complete result).
+
+    It records the sha256 of the result's other files (``files``) and its own checksum, so a
+    damaged or changed file of the folder is detected when the result is read.
+    """
+    directory = Path(path).parent
+    files = {name: _sha256_of_file(directory / name) for name in DATA_FILES if (directory / name).is_file()}
+    atomic_write_bytes(path, dumps_checked({**record, "files": files}))
 
 
 def read_result(directory: Path) -> dict[str, Any]:
-    """Load ``result.json`` of a result directory."""
+    """Load ``result.json`` of a result directory; a damaged one is an error naming it."""
     path = Path(directory) / RESULT_FILE
     try:
-        return json.loads(path.read_text())
+        data = path.read_bytes()
     except FileNotFoundError:
-        from mbench.errors import MbenchError
-
         raise MbenchError(f"no result at {directory} (missing {RESULT_FILE})") from None
+    try:
+        return loads_checked(data, legacy_keys=_LEGACY_RESULT_KEYS)
+    except ChecksumError as err:
+        raise MbenchError(f"{path}: damaged result: {err}; `mbench run` computes it again (or delete the folder)") from None
+
+
+def verify_result(directory: Path) -> dict[str, Any]:
+    """``read_result``, and every file it lists present with the sha256 it recorded; else an error naming the file."""
+    directory = Path(directory)
+    record = read_result(directory)
+    for name, digest in (record.get("files") or {}).items():
+        path = directory / name
+        if not path.is_file():
+            raise MbenchError(f"{path}: missing, though {directory / RESULT_FILE} lists it")
+        if _sha256_of_file(path) != digest:
+            raise MbenchError(f"{path}: its bytes differ from the sha256 recorded in {RESULT_FILE} (changed or damaged)")
+    return record
+
+
+def _sha256_of_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def result_exists(directory: Path) -> bool:

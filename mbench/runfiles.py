@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +28,8 @@ from mbench.columnfile import (
     read_json,
     valid_id,
 )
-from mbench import faults
 from mbench.errors import MbenchError
+from mbench.formats.atomic import atomic_write_bytes, atomic_writer
 
 DEDUPE_POLICIES = ("error", "first")
 TREC_RUN = "TREC run (qid Q0 docid rank score tag)"
@@ -282,23 +280,13 @@ def write_trec_run(
     )
     path = Path(path)
     options = pa_csv.WriteOptions(include_header=False, delimiter=" ", quoting_style="none")
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as raw:
-            faults.before_write(path)
-            if path.name.endswith(".gz"):
-                # mtime=0 keeps the bytes reproducible for a given run.
-                with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as stream:
-                    pa_csv.write_csv(table, stream, options)
-            else:
-                pa_csv.write_csv(table, raw, options)
-            raw.flush()
-            os.fsync(raw.fileno())
-        faults.before_rename(path)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    with atomic_writer(path) as raw:
+        if path.name.endswith(".gz"):
+            # mtime=0 and no file name in the header keep the bytes reproducible for a given run.
+            with gzip.GzipFile(filename="", fileobj=raw, mode="wb", compresslevel=6, mtime=0) as stream:
+                pa_csv.write_csv(table, stream, options)
+        else:
+            pa_csv.write_csv(table, raw, options)
 
 
 def _checked_ids(label: str, ids: np.ndarray):
@@ -316,8 +304,6 @@ CIRCO_SUBMISSION_DEPTH = 50
 
 def write_circo_submission(path: str | Path, qids: Sequence[str], ranked_ids: Sequence[Sequence[str]]) -> None:
     """CIRCO's submission JSON: exactly these query ids -> their top-50 image ids (ints), no duplicates; atomic."""
-    from mbench.results import atomic_write_bytes
-
     if len(set(qids)) != len(qids):
         raise MbenchError("CIRCO submission: repeated query ids")
     if len(ranked_ids) != len(qids):

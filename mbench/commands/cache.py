@@ -123,9 +123,10 @@ def _gc(store: EmbeddingStore, args: argparse.Namespace) -> int:
     if args.all:
         keys = [p.name for p in store.entry_dirs()]
     for key in keys:
-        removed.append(store.root / key)
-        if not args.dry_run:
-            store.remove(key)
+        if args.dry_run or store.remove(key):
+            removed.append(store.root / key)
+        else:
+            print(f"kept {store.root / key}: a running process is using it")
     removed += store.gc(older_than_days=args.older_than_days, tmp_grace_s=args.tmp_grace_minutes * 60, dry_run=args.dry_run)
     verb = "would remove" if args.dry_run else "removed"
     for path in removed:

@@ -162,10 +162,7 @@ class Encoder:
         }
         # An existing entry keeps the shard layout it was created with (a later --shard-size only
         # applies to new entries), so changing it never throws away stored embeddings.
-        if key in self.store:
-            entry = self.store.open(key)
-        else:
-            entry = self.store.entry(key, n_items=len(rows), shard_size=self.options.shard_size, meta=meta)
+        entry = self.store.reuse_or_create(key, len(rows), shard_size=self.options.shard_size, meta=meta)
         # Under torchrun each rank computes the missing shards of its residue class; every rank
         # then waits for the others and checks that the entry is complete.
         missing = entry.missing_shards_for_rank(self.world.rank, self.world.size)
@@ -371,9 +368,15 @@ def score_and_write(
     from mbench import results
     from mbench.runfiles import write_trec_run
 
+    from mbench.formats.atomic import remove_dead_temps
+
     pool_ids = np.asarray(data.pool.ids, dtype=object)
     ranked_ids = np.where(indices >= 0, pool_ids[np.maximum(indices, 0)], None)
     directory.mkdir(parents=True, exist_ok=True)
+    # Until the new result.json is written last, the folder must not pass for a complete result;
+    # a killed earlier writer's temp files go.
+    (directory / results.RESULT_FILE).unlink(missing_ok=True)
+    remove_dead_temps(directory)
     _timed(timings, "write", lambda: write_trec_run(directory / results.RUN_FILE, data.queries.ids, ranked_ids,
                                                     np.where(indices >= 0, scores, 0.0), tag="mbench"))
     metrics: dict[str, float] = {}
@@ -397,6 +400,17 @@ def score_and_write(
               "timings": timings}
     results.write_result_json(directory / results.RESULT_FILE, record)
     return record
+
+
+def _intact_result(directory: Path) -> dict[str, Any] | None:
+    """The stored result's record, or None (with a notice) when a file of it is damaged: it is computed again."""
+    from mbench import results
+
+    try:
+        return results.verify_result(directory)
+    except MbenchError as err:
+        print(f"{err}\n-> computing this result again", file=sys.stderr)
+        return None
 
 
 def _skipped_any(record: dict[str, Any]) -> bool:
@@ -427,9 +441,9 @@ def run_task(model: Any, model_args: dict[str, Any], spec: TaskSpec, options: Ru
     directory = results.result_dir(options.results_dir, meta.name, fingerprint, spec.name, options.pool,
                                    instruction_variant(meta, spec, options))
     if results.result_exists(directory) and not options.overwrite:
-        existing = results.read_result(directory)
+        existing = _intact_result(directory)
         # A result that left items out is not what a run without --skip-bad-items asks for.
-        if options.skip_bad_items or not _skipped_any(existing):
+        if existing is not None and (options.skip_bad_items or not _skipped_any(existing)):
             return TaskOutcome(spec.name, directory, computed=False, record=existing)
     check_modalities(meta, spec.query_modality, spec.cand_modality, spec.name)
     timings: dict[str, float] = {}

@@ -48,7 +48,7 @@ import numpy as np
 from mbench import faults
 from mbench.data.types import ItemTable, TaskData
 from mbench.engine.encode import item_digest
-from mbench.errors import MbenchError
+from mbench.errors import MbenchError, write_failed
 from mbench.tasks.spec import TaskSpec
 
 RERANK_CACHE_SUBDIR = "rerank"
@@ -100,10 +100,15 @@ class ScoreCache:
         return found
 
     def put_many(self, scores: dict[str, float]) -> None:
-        """Store ``scores`` (one transaction)."""
-        faults.before_write(self.path)
-        with self._db:
-            self._db.executemany("INSERT OR REPLACE INTO scores (key, score) VALUES (?, ?)", list(scores.items()))
+        """Store ``scores`` (one transaction); a full or failing disk is an error naming the cache file."""
+        try:
+            faults.before_write(self.path)
+            with self._db:
+                self._db.executemany("INSERT OR REPLACE INTO scores (key, score) VALUES (?, ?)", list(scores.items()))
+        except OSError as err:
+            raise write_failed(self.path, err) from err
+        except sqlite3.OperationalError as err:  # "database or disk is full", "disk I/O error"
+            raise write_failed(self.path, OSError(0, str(err))) from err
 
     def __len__(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM scores").fetchone()[0])
@@ -358,15 +363,16 @@ def rerank_result(
         RUN_FILE,
         git_sha,
         library_versions,
-        read_result,
         result_exists,
+        verify_result,
         write_per_query,
         write_result_json,
     )
+    from mbench.formats.atomic import remove_dead_temps
     from mbench.runfiles import read_trec_run, write_circo_submission, write_trec_run
 
     first_dir = Path(first_stage_dir).resolve()
-    first = read_result(first_dir)
+    first = verify_result(first_dir)  # its run file is read below
     if first.get("kind", "retrieval") != "retrieval":
         raise MbenchError(f"{first_dir}: is a {first.get('kind')!r} result; rerank a first-stage (retrieval) result")
     if first.get("task") != spec.name or first.get("pool", data.pool_name) != data.pool_name:
@@ -379,8 +385,9 @@ def rerank_result(
     first_sha = file_sha256(first_dir / RESULT_FILE)
     prompts = rerank_prompts(spec, reranker, len(data.queries))
     fingerprint = model_fingerprint(reranker.meta)
-    if result_exists(out_dir) and not overwrite:
-        existing = read_result(out_dir).get("rerank") or {}
+    existing_record = _intact(out_dir) if result_exists(out_dir) and not overwrite else None
+    if existing_record is not None:
+        existing = existing_record.get("rerank") or {}
         same = (
             (existing.get("reranker") or {}).get("fingerprint") == fingerprint
             and existing.get("prompt") == (prompts[0] if prompts else None)
@@ -418,6 +425,7 @@ def rerank_result(
     out_dir.mkdir(parents=True, exist_ok=True)
     # result.json goes last: until it is there the directory is not a complete result.
     (out_dir / RESULT_FILE).unlink(missing_ok=True)
+    remove_dead_temps(out_dir)
     pool_ids = np.asarray(data.pool.ids + [None], dtype=object)  # index -1 (padding) -> None
     write_trec_run(
         out_dir / RUN_FILE, data.queries.ids, pool_ids[output.ranking], output.scores,
@@ -462,10 +470,21 @@ def rerank_result(
     return out_dir
 
 
+def _intact(directory: Path) -> dict[str, Any] | None:
+    """The stored rerank result's record, or None (with a notice) when a file of it is damaged."""
+    from mbench.results import verify_result
+
+    try:
+        return verify_result(directory)
+    except MbenchError as err:
+        print(f"{err}\n-> computing this rerank result again", file=sys.stderr)
+        return None
+
+
 def _write_rerank_scores(path: Path, data: TaskData, output: RerankOutput) -> None:
     import pandas as pd
 
-    from mbench.results import atomic_write_bytes
+    from mbench.formats.atomic import atomic_write_bytes
 
     rows, cols = np.nonzero(output.first_stage_rank > 0)
     frame = pd.DataFrame({

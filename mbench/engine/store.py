@@ -46,6 +46,8 @@ import numpy as np
 
 from mbench import __version__, faults
 from mbench.errors import MbenchError
+from mbench.formats.atomic import TMP_SUFFIX, atomic_write_bytes, writer_is_alive, writer_is_dead
+from mbench.formats.checked_json import dumps_checked, loads_checked
 
 try:  # POSIX only; on other systems the rare manifest rewrite goes unlocked
     import fcntl
@@ -57,8 +59,14 @@ DEFAULT_SHARD_SIZE = 8192
 STORE_DTYPE = np.dtype("<f2")
 MANIFEST = "manifest.json"
 QUARANTINE = "quarantine"
-TMP_SUFFIX = ".tmp"
 _LOCK = ".lock"
+_IN_USE_LOCK = ".in-use"
+_LOCK_FILES = frozenset({_LOCK, _IN_USE_LOCK})
+# The keys of manifests and shard records written before they carried a checksum.
+_LEGACY_KEYS = frozenset({
+    "format", "key", "n_items", "dim", "dtype", "store_dtype", "shard_size", "n_shards", "created", "mbench_version",
+    "meta", "shard", "start", "stop", "rows", "file", "bytes", "sha256", "written", "host", "pid",
+})
 _KEY_RE = re.compile(r"^[0-9a-f]{8,128}$")
 _RECORD_RE = re.compile(r"^shard-(\d{6,})\.json$")
 _DATA_RE = re.compile(r"^shard-(\d{6,})-[0-9a-f]{8}\.npy$")
@@ -100,49 +108,65 @@ def _now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
 
 
-def _tmp_path(final: Path) -> Path:
-    # host and pid in the name let `gc` recognise the leftovers of a killed writer at once.
-    host = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:40] or "host"
-    return final.with_name(f".{final.name}.{host}.{os.getpid()}.{secrets.token_hex(3)}{TMP_SUFFIX}")
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):  # not every filesystem lets a directory be opened/fsynced
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _atomic_write(final: Path, data: bytes) -> None:
-    """Write ``data`` to ``final`` so readers see the old file or the whole new one, never a part."""
-    tmp = _tmp_path(final)
-    try:
-        with open(tmp, "wb") as fh:
-            faults.before_write(final)
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        faults.before_rename(final)
-        os.replace(tmp, final)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    _fsync_dir(final.parent)
-
-
 def _json_bytes(obj: Any) -> bytes:
-    return (json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n").encode()
+    return dumps_checked(obj)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as fh:
-        data = json.load(fh)
-    if not isinstance(data, dict):
-        raise ValueError("not a JSON object")  # noqa: TRY004 - callers treat every parse failure alike
-    return data
+    """A manifest or shard record; ValueError (ChecksumError) when it is damaged."""
+    return loads_checked(path.read_bytes(), legacy_keys=_LEGACY_KEYS)
+
+
+@contextlib.contextmanager
+def _exclusive_unless_in_use(directory: Path) -> Iterator[bool]:
+    """Hold the entry's in-use lock exclusively; yields False (holding nothing) while a run is using it."""
+    if fcntl is None:  # pragma: no cover
+        yield True
+        return
+    try:
+        fh = open(directory / _IN_USE_LOCK, "a+b")  # noqa: SIM115 - released below
+    except FileNotFoundError:  # removed meanwhile
+        yield False
+        return
+    with fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+# Entry folders this process uses -> the open file holding their shared in-use lock, kept until exit.
+_IN_USE: dict[Path, Any] = {}
+
+
+def _mark_in_use(directory: Path) -> None:
+    """Take a shared in-use lock on the entry folder, so `mbench cache gc` leaves it alone while we live.
+
+    The folder is created if needed; if a collector renamed it away between our mkdir and our
+    lock (the lock then sits on a moved file), the folder is made again and locked anew.
+    """
+    if fcntl is None or directory in _IN_USE:  # pragma: no cover - no fcntl
+        return
+    while True:
+        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            fh = open(directory / _IN_USE_LOCK, "a+b")  # noqa: SIM115 - held for the process lifetime
+        except FileNotFoundError:
+            continue
+        fcntl.flock(fh.fileno(), fcntl.LOCK_SH)
+        try:
+            same = os.fstat(fh.fileno()).st_ino == os.stat(directory / _IN_USE_LOCK).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            _IN_USE[directory] = fh
+            return
+        fh.close()
 
 
 @contextlib.contextmanager
@@ -475,7 +499,7 @@ class StoreEntry:
         old = None
         with contextlib.suppress(OSError, ValueError):
             old = self._read_record(index)
-        _atomic_write(self.path / name, payload)
+        atomic_write_bytes(self.path / name, payload)
         faults.reached("store.shard")
         record = {
             "shard": index,
@@ -491,7 +515,7 @@ class StoreEntry:
             "host": socket.gethostname(),
             "pid": os.getpid(),
         }
-        _atomic_write(self._record_path(index), _json_bytes(record))
+        atomic_write_bytes(self._record_path(index), _json_bytes(record))
         if old and old.get("file") != name and _DATA_RE.match(str(old.get("file", ""))):
             with contextlib.suppress(OSError):
                 (self.path / str(old["file"])).unlink()  # the superseded copy of this shard
@@ -505,7 +529,7 @@ class StoreEntry:
             manifest = _read_json(self.path / MANIFEST)
             if manifest.get("dim") is None:
                 manifest["dim"] = dim
-                _atomic_write(self.path / MANIFEST, _json_bytes(manifest))
+                atomic_write_bytes(self.path / MANIFEST, _json_bytes(manifest))
             elif int(manifest["dim"]) != dim:
                 self.quarantine_shard(index)
                 raise MbenchError(
@@ -552,8 +576,8 @@ class StoreEntry:
         return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
 
     def last_activity(self) -> float:
-        """The newest modification time of any file of the entry (a running writer keeps it fresh)."""
-        times = [p.stat().st_mtime for p in self.path.iterdir() if p.is_file()]
+        """The newest modification time of any file of the entry (a running writer keeps it fresh; lock files do not count)."""
+        times = [p.stat().st_mtime for p in self.path.iterdir() if p.is_file() and p.name not in _LOCK_FILES]
         return max(times, default=self.path.stat().st_mtime)
 
 
@@ -621,7 +645,7 @@ class EmbeddingStore:
                         "mbench_version": __version__,
                         "meta": meta_json,
                     }
-                    _atomic_write(manifest_path, _json_bytes(manifest))
+                    atomic_write_bytes(manifest_path, _json_bytes(manifest))
         entry = self.open(key)
         if entry.n_items != n_items or entry.shard_size != shard_size:
             raise MbenchError(
@@ -631,6 +655,35 @@ class EmbeddingStore:
         if dim is not None and entry.dim is not None and entry.dim != dim:
             raise MbenchError(f"embedding store entry {key[:12]} holds {entry.dim}-d embeddings, asked for {dim}")
         return entry
+
+    def reuse_or_create(self, key: str, n_items: int, *, shard_size: int, meta: dict[str, Any] | None = None) -> StoreEntry:
+        """The entry ``key`` as stored (keeping its shard layout), else a new one; for a run that will use it.
+
+        The entry is marked in use for the rest of this process (`mbench cache gc` leaves it
+        alone). A damaged manifest is moved to ``quarantine/`` and written anew: the key fixes
+        what the entry holds, and each shard record is checked against the new manifest, so good
+        shards are kept and the rest recomputed.
+        """
+        path = self.root / _check_key(key)
+        _mark_in_use(path)
+        if (path / MANIFEST).is_file():
+            try:
+                entry = self.open(key)
+            except MbenchError:
+                with _locked(path):
+                    try:
+                        self.open(key)  # another process may have repaired it meanwhile
+                    except MbenchError:
+                        quarantine = path / QUARANTINE
+                        quarantine.mkdir(exist_ok=True)
+                        with contextlib.suppress(FileNotFoundError):
+                            os.replace(path / MANIFEST, quarantine / f"{MANIFEST}.{int(time.time())}")
+                return self.entry(key, n_items, shard_size=shard_size, meta=meta)
+            if entry.n_items != n_items:
+                raise MbenchError(f"embedding store entry {key[:12]} at {path} holds {entry.n_items} items, "
+                                  f"asked for {n_items}; remove it with `mbench cache gc --key {key[:12]}`")
+            return entry
+        return self.entry(key, n_items, shard_size=shard_size, meta=meta)
 
     def open(self, key: str) -> StoreEntry:
         """The existing entry ``key`` (MbenchError if absent or its manifest is unreadable)."""
@@ -667,12 +720,16 @@ class EmbeddingStore:
             raise MbenchError(f"{what} under {self.root} match key {key_or_prefix!r}")
         return matches[0]
 
-    def remove(self, key: str) -> None:
-        """Delete an entry: renamed aside first, so a reader never sees half of it."""
+    def remove(self, key: str) -> bool:
+        """Delete an entry (renamed aside first, so a reader never sees half of it); False if a run is using it."""
         path = self.root / _check_key(key)
-        trash = self.root / f".trash-{key}-{secrets.token_hex(3)}"
-        os.replace(path, trash)
+        with _exclusive_unless_in_use(path) as free:
+            if not free:
+                return False
+            trash = self.root / f".trash-{key}-{secrets.token_hex(3)}"
+            os.replace(path, trash)
         shutil.rmtree(trash, ignore_errors=True)
+        return True
 
     def gc(self, *, older_than_days: float | None = None, tmp_grace_s: float = 3600.0, dry_run: bool = False) -> list[Path]:
         """Remove what no reader needs; returns the removed paths (or those it would remove).
@@ -681,6 +738,9 @@ class EmbeddingStore:
         * data files no record names (a writer killed between data and record) older than ``tmp_grace_s``;
         * quarantined shards and half-removed entries;
         * incomplete entries with no activity for ``older_than_days`` (if given).
+
+        An entry a running process uses (its in-use lock is held) is left alone whatever the
+        options say, and so is a temp file whose writer is alive on this host.
         """
         now = time.time()
         removed: list[Path] = []
@@ -699,28 +759,34 @@ class EmbeddingStore:
             if path.name.startswith(".trash-"):
                 drop(path)
         for path in self.entry_dirs():
-            for tmp in sorted(path.glob(f".*{TMP_SUFFIX}")):
-                if _writer_dead(tmp) or now - _mtime(tmp) > tmp_grace_s:
-                    drop(tmp)
-            if (path / QUARANTINE).is_dir():
-                drop(path / QUARANTINE)
-            try:
-                entry = self.open(path.name)
-            except MbenchError:
-                if older_than_days is not None and now - _newest_mtime(path) > older_than_days * 86400:
-                    drop(path)  # a manifest never written: a creator killed at once
-                continue
-            referenced = set()
-            for record_path in path.glob("shard-*.json"):
-                with contextlib.suppress(OSError, ValueError):
-                    referenced.add(str(_read_json(record_path).get("file")))
-            for data in sorted(path.glob("shard-*.npy")):
-                if data.name not in referenced and now - _mtime(data) > tmp_grace_s:
-                    drop(data)
-            idle = older_than_days is not None and now - entry.last_activity() > older_than_days * 86400
-            if idle and not entry.complete():
-                drop(path)
+            with _exclusive_unless_in_use(path) as free:
+                if free:
+                    self._collect(path, now, drop, older_than_days, tmp_grace_s)
         return removed
+
+    def _collect(self, path: Path, now: float, drop: Any, older_than_days: float | None, tmp_grace_s: float) -> None:
+        """gc of one entry folder that no running process uses."""
+        for tmp in sorted(path.glob(f".*{TMP_SUFFIX}")):
+            if writer_is_dead(tmp) or (now - _mtime(tmp) > tmp_grace_s and not writer_is_alive(tmp)):
+                drop(tmp)
+        if (path / QUARANTINE).is_dir():
+            drop(path / QUARANTINE)
+        try:
+            entry = self.open(path.name)
+        except MbenchError:
+            if older_than_days is not None and now - _newest_mtime(path) > older_than_days * 86400:
+                drop(path)  # a manifest never written (a creator killed at once) or damaged
+            return
+        referenced = set()
+        for record_path in path.glob("shard-*.json"):
+            with contextlib.suppress(OSError, ValueError):
+                referenced.add(str(_read_json(record_path).get("file")))
+        for data in sorted(path.glob("shard-*.npy")):
+            if data.name not in referenced and now - _mtime(data) > tmp_grace_s:
+                drop(data)
+        idle = older_than_days is not None and now - entry.last_activity() > older_than_days * 86400
+        if idle and not entry.complete():
+            drop(path)
 
 
 def _mtime(path: Path) -> float:
@@ -731,24 +797,8 @@ def _mtime(path: Path) -> float:
 
 
 def _newest_mtime(path: Path) -> float:
-    return max([_mtime(p) for p in path.rglob("*")] + [_mtime(path)])
-
-
-def _writer_dead(tmp: Path) -> bool:
-    """Whether the temp file's writer (host and pid in its name) is a dead process on this host."""
-    parts = tmp.name[: -len(TMP_SUFFIX)].split(".")
-    if len(parts) < 4 or not parts[-2].isdigit():
-        return False
-    host, pid = parts[-3], int(parts[-2])
-    if host != (re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:40] or "host"):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    # Files only: taking a lock creates a lock file, which touches the folder itself.
+    return max([_mtime(p) for p in path.rglob("*") if p.name not in _LOCK_FILES], default=_mtime(path))
 
 
 def concat_entries(entries: Sequence[StoreEntry], *, verify: bool = True) -> RowConcat:
