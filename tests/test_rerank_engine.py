@@ -143,6 +143,7 @@ def test_rerank_reorders_top_k_keeps_tail_and_ties(toy, tmp_path: Path) -> None:
     assert record["rerank"]["first_stage"] == {
         "path": str(first.resolve()),
         "result_sha256": hashlib.sha256((first / "result.json").read_bytes()).hexdigest(),
+        "run_sha256": hashlib.sha256((first / "run.trec.gz").read_bytes()).hexdigest(),
     }
     assert record["rerank"]["reranker"]["name"] == "keyword" and record["model"]["name"] == "m"
     per_query = __import__("pandas").read_parquet(out / "per_query.parquet")

@@ -383,6 +383,9 @@ def rerank_result(
     name = reranker_name or reranker.meta.name
     out_dir = first_dir / rerank_dir_name(name, top_k)
     first_sha = file_sha256(first_dir / RESULT_FILE)
+    # What the rerank depends on is the ranking, not the record: a first stage computed again
+    # (after damage or with --overwrite) with the same run file keeps its rerank valid.
+    run_sha = file_sha256(first_dir / RUN_FILE)
     prompts = rerank_prompts(spec, reranker, len(data.queries))
     fingerprint = model_fingerprint(reranker.meta)
     existing_record = _intact(out_dir) if result_exists(out_dir) and not overwrite else None
@@ -391,7 +394,7 @@ def rerank_result(
         same = (
             (existing.get("reranker") or {}).get("fingerprint") == fingerprint
             and existing.get("prompt") == (prompts[0] if prompts else None)
-            and (existing.get("first_stage") or {}).get("result_sha256") == first_sha
+            and _same_first_stage(existing.get("first_stage") or {}, first_sha, run_sha)
         )
         if not same:
             raise MbenchError(
@@ -463,11 +466,18 @@ def rerank_result(
             "score_order": "run-file scores are rank-based (n - rank + 1); reranker scores in " + RERANK_SCORES_FILE,
             "pairs_scored": output.pairs_scored,
             "pairs_cached": output.pairs_cached,
-            "first_stage": {"path": str(first_dir), "result_sha256": first_sha},
+            "first_stage": {"path": str(first_dir), "result_sha256": first_sha, "run_sha256": run_sha},
         },
     )
     write_result_json(out_dir / RESULT_FILE, record)
     return out_dir
+
+
+def _same_first_stage(recorded: dict[str, Any], result_sha: str, run_sha: str) -> bool:
+    """Whether a rerank result was made from this first stage: the same run file (older results: the same record)."""
+    if "run_sha256" in recorded:
+        return recorded["run_sha256"] == run_sha
+    return recorded.get("result_sha256") == result_sha
 
 
 def _intact(directory: Path) -> dict[str, Any] | None:

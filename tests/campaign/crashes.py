@@ -123,8 +123,9 @@ def _lines(path: Path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
-def snapshot(results: Path, base: Path) -> dict[str, bytes | dict]:
-    """Every file under ``results`` by relative path: bytes, or for ``result.json`` the record without its volatile fields."""
+def snapshot(results: Path, *bases: Path) -> dict[str, bytes | dict]:
+    """Every file under ``results`` by relative path: bytes, or for ``result.json`` the record without its
+    volatile fields and with the case folders (``bases``) written as ``<root>``."""
     files: dict[str, bytes | dict] = {}
     for path in sorted(p for p in results.rglob("*") if p.is_file()):
         relative = str(path.relative_to(results))
@@ -132,7 +133,10 @@ def snapshot(results: Path, base: Path) -> dict[str, bytes | dict]:
         data = path.read_bytes()
         if path.name == "result.json":
             try:
-                files[relative] = _stable_record(json.loads(data.decode().replace(str(base), "<root>")))
+                text = data.decode()
+                for base in bases:
+                    text = text.replace(str(base), "<root>")
+                files[relative] = _stable_record(json.loads(text))
             except (UnicodeDecodeError, json.JSONDecodeError):
                 files[relative] = data
         else:
@@ -335,7 +339,8 @@ class Campaign:
         """Truncate or bit-flip one stored file of the complete reference state; it must be detected and rebuilt."""
         roots = self.fresh("corrupt")
         for sub in ("cache", "results"):
-            shutil.copytree(self.ref.roots.base / sub, roots.base / sub, symlinks=True, dirs_exist_ok=True)
+            shutil.copytree(self.ref.roots.base / sub, roots.base / sub, symlinks=True, dirs_exist_ok=True,
+                            ignore=lambda folder, names: ["data"] if Path(folder).name == "cache" else [])
         candidates = sorted(str(p.relative_to(roots.base)) for p in roots.base.rglob("*")
                             if p.is_file() and re.match(self.CORRUPTIBLE[what], str(p.relative_to(roots.base))))
         relative = rng.choice(candidates)
@@ -357,11 +362,15 @@ class Campaign:
             return Verdict("corruption", name, False, detected)
         rows, pairs = stored_rows(roots.cache), cached_pairs(roots.cache)
         encodes_before, pairs_before = _lines(roots.encode_log), _lines(roots.pair_log)
-        code = self.workers.run(run_argv(roots, self.tasks), roots.log("rerun"))
+        # Result files are checked whenever a run meets them; cached embeddings only when a run
+        # needs them, so for those the rerun recomputes the results from the cache.
+        cache_file = what in ("shard", "shard record", "manifest")
+        argv = run_argv(roots, self.tasks) + (["--overwrite"] if cache_file else [])
+        code = self.workers.run(argv, roots.log("rerun"))
         if code != 0:
             return Verdict("corruption", name, False, f"rerun exit {code}: {roots.log('rerun').read_text()[-500:]!r}")
         problems = []
-        difference = _snapshot_difference(snapshot(roots.results, roots.base), self.ref.files)
+        difference = _snapshot_difference(snapshot(roots.results, roots.base, self.ref.roots.base), self.ref.files)
         if difference:
             problems.append(f"results differ from the reference ({difference})")
         encoded = _lines(roots.encode_log) - encodes_before
