@@ -172,3 +172,21 @@ def test_cache_gc_leaves_an_entry_a_running_process_uses(tmp_path, capsys):
     assert main(argv + ["--all"]) == 0
     assert "kept" in capsys.readouterr().out
     assert (store.root / ("cd" * 32)).exists() and not (store.root / key).exists()
+
+
+def test_rewriting_a_result_keeps_the_old_result_json_until_the_new_one_replaces_it(env, monkeypatch):
+    # A second run writing the same folder used to delete result.json first, so a run reading the
+    # folder at that moment (two runs at once on one results root) failed with "no result".
+    from mbench import runfiles
+
+    assert run(env, "--reranker", "campaign.plugins:pair_reranker", "--rerank-top-k", "3") == 0
+    seen = []
+    write = runfiles.write_trec_run
+
+    def watching(path, *args, **kwargs):
+        seen.append((Path(path).parent / "result.json").exists())
+        return write(path, *args, **kwargs)
+
+    monkeypatch.setattr(runfiles, "write_trec_run", watching)
+    assert run(env, "--reranker", "campaign.plugins:pair_reranker", "--rerank-top-k", "3", "--overwrite") == 0
+    assert seen == [True, True]  # the first stage's folder, then the rerank's

@@ -373,9 +373,9 @@ def score_and_write(
     pool_ids = np.asarray(data.pool.ids, dtype=object)
     ranked_ids = np.where(indices >= 0, pool_ids[np.maximum(indices, 0)], None)
     directory.mkdir(parents=True, exist_ok=True)
-    # Until the new result.json is written last, the folder must not pass for a complete result;
-    # a killed earlier writer's temp files go.
-    (directory / results.RESULT_FILE).unlink(missing_ok=True)
+    # A killed earlier writer's temp files go. An older result.json stays until the new one
+    # replaces it: another run may be reading this folder, and one that pairs it with a newer
+    # file sees a sha256 mismatch, never a silently mixed result.
     remove_dead_temps(directory)
     _timed(timings, "write", lambda: write_trec_run(directory / results.RUN_FILE, data.queries.ids, ranked_ids,
                                                     np.where(indices >= 0, scores, 0.0), tag="mbench"))

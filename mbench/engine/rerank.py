@@ -426,8 +426,8 @@ def rerank_result(
 
     started = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
-    # result.json goes last: until it is there the directory is not a complete result.
-    (out_dir / RESULT_FILE).unlink(missing_ok=True)
+    # result.json goes last; an older one stays until then (a concurrent run may be reading it:
+    # removing it first made that run fail), and its sha256 of every file exposes a mixed folder.
     remove_dead_temps(out_dir)
     pool_ids = np.asarray(data.pool.ids + [None], dtype=object)  # index -1 (padding) -> None
     write_trec_run(

@@ -140,8 +140,8 @@ def _exclusive_unless_in_use(directory: Path) -> Iterator[bool]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-# Entry folders this process uses -> the open file holding their shared in-use lock, kept until exit.
-_IN_USE: dict[Path, Any] = {}
+# Entry folders this process uses -> the descriptor holding their shared in-use lock, kept until exit.
+_IN_USE: dict[Path, int] = {}
 
 
 def _mark_in_use(directory: Path) -> None:
@@ -155,18 +155,18 @@ def _mark_in_use(directory: Path) -> None:
     while True:
         directory.mkdir(parents=True, exist_ok=True)
         try:
-            fh = open(directory / _IN_USE_LOCK, "a+b")  # noqa: SIM115 - held for the process lifetime
+            fd = os.open(directory / _IN_USE_LOCK, os.O_RDWR | os.O_CREAT, 0o644)  # held for the process lifetime
         except FileNotFoundError:
             continue
-        fcntl.flock(fh.fileno(), fcntl.LOCK_SH)
+        fcntl.flock(fd, fcntl.LOCK_SH)
         try:
-            same = os.fstat(fh.fileno()).st_ino == os.stat(directory / _IN_USE_LOCK).st_ino
+            same = os.fstat(fd).st_ino == os.stat(directory / _IN_USE_LOCK).st_ino
         except FileNotFoundError:
             same = False
         if same:
-            _IN_USE[directory] = fh
+            _IN_USE[directory] = fd
             return
-        fh.close()
+        os.close(fd)
 
 
 @contextlib.contextmanager

@@ -40,6 +40,11 @@ STAGES = {
                        "rename.result", "write.submission", "rename.submission"),
     "reranking": ("rerank.batch", "write.rerank_scores", "rename.rerank_scores", "write.score_cache"),
 }
+def stage_of(point: str) -> str:
+    """The stage a fault point belongs to (a key of ``STAGES``)."""
+    return next(stage for stage, points in STAGES.items() if point in points)
+
+
 # result.json fields that differ between equal runs: when, how long, and what the caches held.
 VOLATILE_KEYS = ("created", "timings", "pairs_scored", "pairs_cached", "result_sha256", "checksum")
 
