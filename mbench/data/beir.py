@@ -52,15 +52,16 @@ def read_queries(path: Path) -> pd.DataFrame:
 
 def read_qrels(path: Path) -> pd.DataFrame:
     """A BEIR qrels TSV (header ``query-id corpus-id score``) with a 1-based ``line`` column (the header is line 1)."""
-    if not path.is_file():
-        raise MbenchError(f"{path}: file not found")
-    try:
-        frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise MbenchError(f"{path}: not a BEIR qrels TSV (query-id, corpus-id, score): {err}") from None
-    if list(frame.columns[:3]) != ["query-id", "corpus-id", "score"] or len(frame.columns) != 3:
-        raise MbenchError(f"{path}:1: expected the header 'query-id<TAB>corpus-id<TAB>score', got {list(frame.columns)}")
-    return _typed_qrels(frame.rename(columns={"query-id": "qid", "corpus-id": "did"}), path, first_line=2)
+    # The one BEIR qrels reader (`mbench score` reads the file the same way): the same line is
+    # refused with the same message everywhere (a byte that is not UTF-8 was a traceback here).
+    from mbench.columnfile import data_lines
+    from mbench.qrels import read_beir_qrels
+
+    judged = read_beir_qrels(path)
+    return pd.DataFrame({
+        "qid": judged.qids, "did": judged.docids, "score": judged.grades,
+        "line": np.asarray([number for number, _ in data_lines(path, header=True)], dtype=np.int64),
+    })
 
 
 def _typed_qrels(frame: pd.DataFrame, path: Path | str, first_line: int) -> pd.DataFrame:

@@ -72,33 +72,20 @@ def read_pool(path: Path) -> pd.DataFrame:
 
 
 def read_qrels(path: Path) -> pd.DataFrame:
-    """An M-BEIR qrels file (``qid 0 did rel task_id``) with a 1-based ``line`` column."""
-    if not path.is_file():
-        raise MbenchError(f"{path}: file not found")
-    names = ["qid", "iteration", "did", "rel", "task_id"]
-    try:
-        frame = pd.read_csv(
-            path, sep=r"\s+", header=None, names=names, dtype=str, keep_default_na=False,
-            skip_blank_lines=False, engine="c",
-        )
-    except pd.errors.ParserError as err:
-        raise MbenchError(f"{path}: not 5 whitespace-separated columns (qid 0 did rel task_id): {err}") from None
-    except pd.errors.EmptyDataError:
-        frame = pd.DataFrame({name: pd.Series(dtype=object) for name in names})
-    frame["line"] = np.arange(1, len(frame) + 1)
-    blank = frame["qid"].eq("") | frame["qid"].isna()
-    frame = frame[~blank]
-    short = frame["task_id"].eq("") | frame["task_id"].isna()
-    if short.any():
-        line = int(frame["line"][short].iloc[0])
-        raise MbenchError(f"{path}:{line}: expected 5 columns (qid 0 did rel task_id)")
-    rel = pd.to_numeric(frame["rel"], errors="coerce")
-    not_integer = rel.isna() | (rel != rel.round())  # 1.5 would be truncated to 1 without a word
-    if not_integer.any():
-        line = int(frame["line"][not_integer].iloc[0])
-        raise MbenchError(f"{path}:{line}: relevance {frame['rel'][not_integer].iloc[0]!r} is not an integer")
-    frame = frame.assign(rel=rel.astype(np.int64))
-    return frame[["qid", "did", "rel", "task_id", "line"]].reset_index(drop=True)
+    """An M-BEIR qrels file (``qid 0 did rel task_id``) with a 1-based ``line`` column.
+
+    Read by the one M-BEIR qrels reader (``mbench.qrels``, as `mbench score` reads it), so the
+    same line is refused with the same message everywhere.
+    """
+    from mbench.columnfile import data_lines
+    from mbench.qrels import read_mbeir_qrels
+
+    judged = read_mbeir_qrels(path)
+    return pd.DataFrame({
+        "qid": judged.qids, "did": judged.docids, "rel": judged.grades,
+        "task_id": np.asarray(judged.task_ids).astype(str) if judged.task_ids is not None else [],
+        "line": np.asarray([number for number, _ in data_lines(path)], dtype=np.int64),
+    })
 
 
 def pool_table(frame: pd.DataFrame, root: Path, path: Path, problems: Problems) -> ItemTable:

@@ -708,6 +708,11 @@ def _data_cases(material: Material) -> list[NastyCase]:
         beir("qrels-float-grade", _edit_line("qrels/test.tsv", 2, lambda line: line.rsplit(b"\t", 1)[0] + b"\t1.5"),
              "test.tsv", r"test\.tsv:2\b"),
         beir("qrels-missing", lambda root: (root / "qrels" / "test.tsv").unlink(), "test.tsv", None),
+        beir("qrels-latin1-id", _edit_line("qrels/test.tsv", 2, lambda line: line.replace(b"\t", b"\xe9\t", 1)),
+             "test.tsv", r"test\.tsv:2\b"),
+        beir("qrels-blank-line-before-a-bad-one", _edit_file("qrels/test.tsv", lambda data: data.replace(
+            b"\n", b"\n\n", 1).replace(b"\t1\n", b"\tone\n", 1)), "test.tsv", r"test\.tsv:3\b"),
+        beir("qrels-utf8-bom", _edit_file("qrels/test.tsv", lambda data: b"\xef\xbb\xbf" + data), None, None),
         beir("utf8-bom", _edit_file("corpus.jsonl", lambda data: b"\xef\xbb\xbf" + data), None, None),
         beir("crlf", _edit_file("corpus.jsonl", lambda data: data.replace(b"\n", b"\r\n")), None, None),
         beir("blank-lines", _edit_file("corpus.jsonl", lambda data: data.replace(b"\n", b"\n\n")), None, None),

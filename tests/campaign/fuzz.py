@@ -340,7 +340,11 @@ def judge_mutation(target: MutationTarget, folder: Path, rng: random.Random, num
     name = f"{target.name}#{number} ({', '.join(steps)})"
     if result.traceback is None and result.code == 0:
         return Verdict("fuzz", name, True)
+    # A damaged file may surface in another one it refers to (a dropped pool row makes a qrels
+    # line name an unknown did): the message must name the mutated file or another file of the case.
     why = judge_refusal(result, path.name)
+    if why and not why.startswith(("traceback", "a traceback", "exit code", "no error")):
+        why = judge_refusal(result, str(folder))
     return Verdict("fuzz", name, not why, why)
 
 
