@@ -121,37 +121,54 @@ def read_bytes(path: str | Path) -> bytes:
 
 
 def read_json(path: str | Path) -> object:
-    """The JSON value in ``path`` (gzip or not), strictly: no repeated key in an object, no NaN or Infinity.
+    """The JSON value in ``path`` (gzip or not), strictly (see ``loads_strict``); errors name the file.
 
-    Python's json module keeps the last of two equal keys and reads NaN; either would silently
-    change what a file says. Errors name the file and the line and column, or the JSON path.
+    The place is given as line and column for malformed JSON, as the JSON path for a repeated
+    key or a NaN.
     """
     text = read_bytes(path)
-    problems: list[object] = []
-
-    def pairs(items: list[tuple[str, object]]) -> object:
-        found: dict[str, object] = {}
-        for key, value in items:
-            if key in found:
-                problems.append(key)
-                return _Flaw(f"the key {key!r} appears twice in one object")
-            found[key] = value
-        return found
-
-    def constant(name: str) -> object:
-        problems.append(name)
-        return _Flaw(f"{name} is not a JSON number")
-
     try:
-        value = json.loads(text, object_pairs_hook=pairs, parse_constant=constant)
+        return loads_strict(text)
     except UnicodeDecodeError as err:
         line = text[: err.start].count(b"\n") + 1
         raise MbenchError(f"{path}:{line}: not valid UTF-8 ({err.reason} at byte {err.start})") from None
     except json.JSONDecodeError as err:
         raise MbenchError(f"{path}:{err.lineno}:{err.colno}: not valid JSON: {err.msg}") from None
-    if problems:
+    except StrictJsonError as err:
+        raise MbenchError(f"{path}: {err}") from None
+
+
+class StrictJsonError(ValueError):
+    """Valid JSON that ``loads_strict`` refuses: a key twice in one object, or NaN / Infinity."""
+
+
+def loads_strict(text: str | bytes) -> object:
+    """``json.loads``, refusing a key given twice in one object and NaN / Infinity.
+
+    Python's json module keeps the last of two equal keys and reads NaN; either would silently
+    change what a file says. A StrictJsonError names the JSON path of the first such place.
+    """
+    flawed = False
+
+    def pairs(items: list[tuple[str, object]]) -> object:
+        nonlocal flawed
+        found: dict[str, object] = {}
+        for key, value in items:
+            if key in found:
+                flawed = True
+                return _Flaw(f"the key {key!r} appears twice in one object")
+            found[key] = value
+        return found
+
+    def constant(name: str) -> object:
+        nonlocal flawed
+        flawed = True
+        return _Flaw(f"{name} is not a JSON number")
+
+    value = json.loads(text, object_pairs_hook=pairs, parse_constant=constant)
+    if flawed:
         where, flaw = _find_flaw(value, "")
-        raise MbenchError(f"{path}: {where or '(top level)'}: {flaw}")
+        raise StrictJsonError(f"{where or '(top level)'}: {flaw}")
     return value
 
 

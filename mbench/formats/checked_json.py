@@ -17,6 +17,8 @@ import json
 from collections.abc import Collection, Mapping
 from typing import Any
 
+from mbench.columnfile import loads_strict
+
 CHECKSUM_KEY = "checksum"
 _PLACEHOLDER = "0" * 64
 _MARKER = f'"{CHECKSUM_KEY}": "'.encode()
@@ -43,8 +45,8 @@ def loads_checked(data: bytes, *, legacy_keys: Collection[str] = ()) -> dict[str
     A file without a checksum is accepted only when every key is in ``legacy_keys``.
     """
     try:
-        record = json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
-    except (UnicodeDecodeError, ValueError) as err:
+        record = loads_strict(data.decode("utf-8"))
+    except ValueError as err:  # UnicodeDecodeError, JSONDecodeError, StrictJsonError
         raise ChecksumError(f"not valid JSON ({err})") from None
     if not isinstance(record, dict):
         raise ChecksumError(f"expected a JSON object, got {type(record).__name__}")
@@ -62,7 +64,3 @@ def loads_checked(data: bytes, *, legacy_keys: Collection[str] = ()) -> dict[str
         raise ChecksumError(f"its bytes do not match its {CHECKSUM_KEY} (the file was changed or damaged)")
     del record[CHECKSUM_KEY]
     return record
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mbench.columnfile import loads_strict
 from mbench.errors import MbenchError
 
 if TYPE_CHECKING:
@@ -65,8 +66,8 @@ def _python_rows(path: Path, columns: dict[str, str], integer_ids: set[str]) -> 
     rows, converted = [], False
     for number, line in _numbered_lines(path):
         try:
-            row = json.loads(line, object_pairs_hook=_unique_pairs, parse_constant=_no_constant)
-        except ValueError as err:  # JSONDecodeError, a repeated key, NaN
+            row = loads_strict(line)
+        except ValueError as err:  # JSONDecodeError, StrictJsonError (a repeated key, NaN)
             raise MbenchError(f"{path}:{number}: not a JSON object: {err}") from None
         if not isinstance(row, dict):
             raise MbenchError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
@@ -112,16 +113,3 @@ def line_numbers(path: Path, rows: Sequence[int]) -> dict[int, int]:
         if row >= last:
             break
     return found
-
-
-def _unique_pairs(pairs: list[tuple[str, object]]) -> dict[str, object]:
-    found: dict[str, object] = {}
-    for key, value in pairs:
-        if key in found:
-            raise ValueError(f"the key {key!r} appears twice")
-        found[key] = value
-    return found
-
-
-def _no_constant(name: str) -> object:
-    raise ValueError(f"{name} is not a JSON number")

@@ -247,6 +247,17 @@ class Campaign:
         return self.reference
 
     # -- endings ------------------------------------------------------------------------------------
+    def unlike_reference(self, roots: Roots) -> list[str]:
+        """How the results and cache in ``roots`` fall short of the reference's (empty: they do not)."""
+        problems = []
+        difference = _snapshot_difference(snapshot(roots.results, roots.base, self.ref.roots.base), self.ref.files)
+        if difference:
+            problems.append(f"results differ from the reference ({difference})")
+        verify = cache_verifies(roots.cache)
+        if verify:
+            problems.append(verify)
+        return problems
+
     def resumed_cleanly(self, roots: Roots, label: str) -> str:
         """Resume the scenario in ``roots``; '' when it ends equal to the reference with nothing recomputed."""
         rows, pairs = stored_rows(roots.cache), cached_pairs(roots.cache)
@@ -254,10 +265,7 @@ class Campaign:
         code = self.workers.run(run_argv(roots, self.tasks), roots.log(label))
         if code != 0:
             return f"resume exit {code}: {roots.log(label).read_text()[-600:]!r}"
-        problems = []
-        difference = _snapshot_difference(snapshot(roots.results, roots.base), self.ref.files)
-        if difference:
-            problems.append(f"results differ from the reference ({difference})")
+        problems = self.unlike_reference(roots)
         encoded = _lines(roots.encode_log) - encodes_before
         if encoded != self.ref.encodes - rows:
             problems.append(f"resume encoded {encoded} items, expected {self.ref.encodes - rows} "
@@ -265,9 +273,6 @@ class Campaign:
         scored = _lines(roots.pair_log) - pairs_before
         if scored != self.ref.pairs - pairs:
             problems.append(f"resume scored {scored} pairs, expected {self.ref.pairs - pairs} ({pairs} were cached)")
-        verify = cache_verifies(roots.cache)
-        if verify:
-            problems.append(verify)
         return "; ".join(problems)
 
     # -- kills --------------------------------------------------------------------------------------
@@ -374,18 +379,12 @@ class Campaign:
         code = self.workers.run(argv, roots.log("rerun"))
         if code != 0:
             return Verdict("corruption", name, False, f"rerun exit {code}: {roots.log('rerun').read_text()[-500:]!r}")
-        problems = []
-        difference = _snapshot_difference(snapshot(roots.results, roots.base, self.ref.roots.base), self.ref.files)
-        if difference:
-            problems.append(f"results differ from the reference ({difference})")
+        problems = self.unlike_reference(roots)
         encoded = _lines(roots.encode_log) - encodes_before
         if encoded > self.ref.encodes - rows:
             problems.append(f"rerun encoded {encoded} items, at most {self.ref.encodes - rows} were missing")
         if _lines(roots.pair_log) - pairs_before > self.ref.pairs - pairs:
             problems.append("rerun scored cached pairs again")
-        verify = cache_verifies(roots.cache)
-        if verify:
-            problems.append(verify)
         return Verdict("corruption", name, not problems, "; ".join(problems))
 
     def _detected(self, roots: Roots, path: Path, what: str) -> str:
@@ -424,13 +423,7 @@ class Campaign:
         if codes != [0, 0]:
             logs = " | ".join(roots.log(f"run{i}").read_text()[-300:] for i in range(2))
             return Verdict("concurrency", name, False, f"exit codes {codes}: {logs!r}")
-        problems = []
-        difference = _snapshot_difference(snapshot(roots.results, roots.base), self.ref.files)
-        if difference:
-            problems.append(f"results differ from the reference ({difference})")
-        verify = cache_verifies(roots.cache)
-        if verify:
-            problems.append(verify)
+        problems = self.unlike_reference(roots)
         return Verdict("concurrency", name, not problems, "; ".join(problems))
 
     def gc_beside_run_case(self, number: int) -> Verdict:
@@ -453,12 +446,7 @@ class Campaign:
         if process.exitcode != 0:
             return Verdict("concurrency", name, False,
                            f"run exit {process.exitcode}: {roots.log('run').read_text()[-500:]!r}")
-        difference = _snapshot_difference(snapshot(roots.results, roots.base), self.ref.files)
-        if difference:
-            problems.append(f"results differ from the reference ({difference})")
-        verify = cache_verifies(roots.cache)
-        if verify:
-            problems.append(verify)
+        problems += self.unlike_reference(roots)
         return Verdict("concurrency", name, not problems, "; ".join(problems))
 
 
