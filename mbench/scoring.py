@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from mbench.errors import MbenchError
+from mbench.formats.qrels import Qrels
+from mbench.formats.runs import Run
 from mbench.metrics import Metric, Relevance, evaluate, parse_metric
-from mbench.qrels import Qrels
-from mbench.runfiles import Run
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from mbench.cli import main
-from mbench.runfiles import read_run
+from mbench.formats.runs import read_run
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

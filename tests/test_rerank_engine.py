@@ -26,9 +26,9 @@ from mbench.engine.rerank import (
     task_metrics,
 )
 from mbench.errors import MbenchError
+from mbench.formats.runs import read_trec_run
 from mbench.metrics import Relevance, evaluate
 from mbench.models.base import ModelMeta
-from mbench.runfiles import read_trec_run
 from mbench.tasks.spec import TaskSpec
 
 PROMPT = "Question: <qtxt>\nAnswer: <ctxt>\nTrue or False"

@@ -109,9 +109,10 @@ def _count_judgments(spec, folder: Path | None, data) -> int | None:
 
         return count_judgments(spec, folder)
     if spec.adapter == "beir":
-        from mbench.data.beir import qrels_path, read_qrels
+        from mbench.data.beir import qrels_path
+        from mbench.formats.qrels import read_beir_qrels
 
-        return len(read_qrels(qrels_path(spec, folder)))
+        return len(read_beir_qrels(qrels_path(spec, folder)))
     from mbench.data.circo import count_relevant
 
     return count_relevant(spec, folder)[1]

@@ -9,7 +9,6 @@ the pool index of ``target_img_id``. The test split has no ground truth: relevan
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ import pandas as pd
 from mbench.data.common import Problems
 from mbench.data.types import ItemTable, TaskData
 from mbench.errors import MbenchError
+from mbench.formats.circo import read_circo_annotations
 from mbench.metrics import Relevance
 from mbench.tasks.spec import TaskSpec
 
@@ -26,17 +26,6 @@ IMAGES_HINT = (
     "their image info (http://images.cocodataset.org/annotations/image_info_unlabeled2017.zip) and unzip "
     "them so that these exist:"
 )
-
-
-@dataclass(frozen=True)
-class CircoQuery:
-    """One CIRCO annotation: a reference image, a relative caption and (val only) the ground truth."""
-
-    id: str
-    reference_img_id: int
-    relative_caption: str
-    target_img_id: int | None
-    gt_img_ids: tuple[int, ...]
 
 
 def annotations_path(spec: TaskSpec, folder: Path) -> Path:
@@ -59,35 +48,9 @@ def image_file_name(image_id: int) -> str:
     return f"{image_id:012d}.jpg"
 
 
-def read_annotations(path: Path) -> list[CircoQuery]:
-    """The queries of one CIRCO annotation file (reads annotations only; no images needed)."""
-    if not path.is_file():
-        raise MbenchError(f"{path}: file not found")
-    try:
-        rows = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise MbenchError(f"{path}:{err.lineno}: not valid JSON: {err.msg}") from None
-    if not isinstance(rows, list):
-        raise MbenchError(f"{path}: expected a JSON list of queries")
-    queries = []
-    for number, row in enumerate(rows):
-        try:
-            gt = tuple(int(i) for i in row.get("gt_img_ids") or ())
-            target = row.get("target_img_id")
-            queries.append(CircoQuery(
-                id=str(row["id"]), reference_img_id=int(row["reference_img_id"]),
-                relative_caption=str(row["relative_caption"]),
-                target_img_id=None if target is None else int(target), gt_img_ids=gt,
-            ))
-        except (KeyError, TypeError, ValueError, AttributeError) as err:
-            raise MbenchError(f"{path}: query #{number} ({row.get('id') if isinstance(row, dict) else row!r}): "
-                              f"bad or missing field {err}") from None
-    return queries
-
-
 def count_relevant(spec: TaskSpec, folder: Path) -> tuple[int, int]:
     """(number of queries, number of relevant image ids) of the task's annotation file."""
-    queries = read_annotations(annotations_path(spec, folder))
+    queries = read_circo_annotations(annotations_path(spec, folder))
     return len(queries), sum(len(q.gt_img_ids) for q in queries)
 
 
@@ -119,17 +82,17 @@ def corpus_ids(spec: TaskSpec, folder: Path) -> tuple[list[int], list[str]]:
 def load_circo(spec: TaskSpec, folder: Path) -> TaskData:
     """Load a CIRCO split with its image corpus; every unknown image id is listed in one error."""
     path = annotations_path(spec, folder)
-    queries = read_annotations(path)
+    queries = read_circo_annotations(path)
+    for query in queries:
+        missing = [key for key, value in (("reference_img_id", query.reference_img_id),
+                                          ("relative_caption", query.relative_caption)) if value is None]
+        if missing:
+            raise MbenchError(f"{path}: query {query.id} (entry {query.entry}): no {' or '.join(map(repr, missing))}")
     ids, files = corpus_ids(spec, folder)
     position = pd.Index(ids)
     problems = Problems()
     if not position.is_unique:
         problems.add("duplicate image id", f"{image_info_path(spec, folder)}: repeated image ids in the corpus")
-    seen: set[str] = set()
-    for query in queries:
-        if query.id in seen:
-            problems.add("duplicate query id", f"{path}: query id {query.id} occurs twice")
-        seen.add(query.id)
     references = position.get_indexer([q.reference_img_id for q in queries]) if position.is_unique else None
     has_truth = any(q.gt_img_ids for q in queries)
     if references is not None:

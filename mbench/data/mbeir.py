@@ -17,9 +17,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mbench.data.common import DataWarning, Problems, absolute_paths, check_unique, read_jsonl, require_column
+from mbench.data.common import DataWarning, Problems, absolute_paths, check_unique, require_column
 from mbench.data.types import MODALITIES, ItemTable, TaskData
 from mbench.errors import MbenchError
+from mbench.formats.jsonl import read_jsonl
+from mbench.formats.qrels import Qrels, read_mbeir_qrels
 from mbench.metrics import Relevance
 from mbench.tasks.spec import TaskSpec
 
@@ -59,35 +61,6 @@ def read_pool(path: Path) -> pd.DataFrame:
     frame = read_jsonl(path, CAND_COLUMNS)
     require_column(frame, "did", path)
     return frame
-
-
-def read_qrels(path: Path) -> pd.DataFrame:
-    """An M-BEIR qrels file (``qid 0 did rel task_id``) with a 1-based ``line`` column."""
-    if not path.is_file():
-        raise MbenchError(f"{path}: file not found")
-    names = ["qid", "iteration", "did", "rel", "task_id"]
-    try:
-        frame = pd.read_csv(
-            path, sep=r"\s+", header=None, names=names, dtype=str, keep_default_na=False,
-            skip_blank_lines=False, engine="c",
-        )
-    except pd.errors.ParserError as err:
-        raise MbenchError(f"{path}: not 5 whitespace-separated columns (qid 0 did rel task_id): {err}") from None
-    except pd.errors.EmptyDataError:
-        frame = pd.DataFrame({name: pd.Series(dtype=object) for name in names})
-    frame["line"] = np.arange(1, len(frame) + 1)
-    blank = frame["qid"].eq("") | frame["qid"].isna()
-    frame = frame[~blank]
-    short = frame["task_id"].eq("") | frame["task_id"].isna()
-    if short.any():
-        line = int(frame["line"][short].iloc[0])
-        raise MbenchError(f"{path}:{line}: expected 5 columns (qid 0 did rel task_id)")
-    rel = pd.to_numeric(frame["rel"], errors="coerce")
-    if rel.isna().any():
-        line = int(frame["line"][rel.isna()].iloc[0])
-        raise MbenchError(f"{path}:{line}: relevance {frame['rel'][rel.isna()].iloc[0]!r} is not an integer")
-    frame = frame.assign(rel=rel.astype(np.int64))
-    return frame[["qid", "did", "rel", "task_id", "line"]].reset_index(drop=True)
 
 
 def pool_table(frame: pd.DataFrame, root: Path, path: Path, problems: Problems) -> ItemTable:
@@ -179,7 +152,7 @@ def load_mbeir(
         candidates = pool_table(frame, folder, local_path, problems)
     else:
         candidates = read_global_pool(global_members, problems)
-    qrels = read_qrels(qrels_path)
+    qrels = read_mbeir_qrels(qrels_path)
     relevance, kept = _relevance(spec, qrels, qrels_path, queries["qid"], candidates, pool, problems)
     problems.raise_if_any(f"task {spec.name} ({folder})")
     if check_images:
@@ -200,7 +173,7 @@ def load_mbeir(
 
 def _relevance(
     spec: TaskSpec,
-    qrels: pd.DataFrame,
+    qrels: Qrels,
     path: Path,
     qids: pd.Series,
     pool: ItemTable,
@@ -211,18 +184,16 @@ def _relevance(
     query_index = pd.Index(qids)
     if not query_index.is_unique:
         query_index = pd.Index(qids.drop_duplicates())
-    row = query_index.get_indexer(qrels["qid"])
+    row = query_index.get_indexer(qrels.qids)
     pool_index = pd.Index(pool.ids)
     if not pool_index.is_unique:
         # Repeated dids are already recorded as problems; this lookup only finds the unknown ones.
         pool_index = pool_index.drop_duplicates()
-    cand = pool_index.get_indexer(qrels["did"]) if len(pool_index) else np.full(len(qrels), -1)
-    for line, qid in zip(qrels["line"][row < 0].tolist(), qrels["qid"][row < 0].tolist()):
-        problems.add("unknown qid", f"{path}:{line}: qid {qid!r} is not in the query file")
+    cand = pool_index.get_indexer(qrels.docids) if len(pool_index) else np.full(len(qrels), -1)
     unknown = cand < 0
     prefix = CROSS_DATASET_PREFIX.get(spec.dataset_id or -1)
     if pool_name == "local" and prefix is not None:
-        cross = unknown & qrels["did"].str.startswith(prefix).to_numpy()
+        cross = unknown & pd.Series(qrels.docids, dtype=object).str.startswith(prefix).to_numpy(dtype=bool)
         if cross.any():
             warnings.warn(
                 f"{path}: dropped {int(cross.sum())} judgment(s) naming dids of the other dataset "
@@ -234,21 +205,20 @@ def _relevance(
         drop_cross = cross
     else:
         drop_cross = np.zeros(len(qrels), dtype=bool)
-    for line, did in zip(qrels["line"][unknown].tolist(), qrels["did"][unknown].tolist()):
-        problems.add("unknown did", f"{path}:{line}: did {did!r} is not in the {pool_name} pool of {spec.name}")
-    keep = (row >= 0) & (cand >= 0) & ~drop_cross
-    pairs = pd.DataFrame({"row": row[keep], "cand": cand[keep], "line": qrels["line"].to_numpy()[keep]})
-    repeated = pairs.duplicated(["row", "cand"])
-    for line in pairs["line"][repeated].tolist():
-        problems.add("repeated judgment", f"{path}:{line}: the same (qid, did) is judged twice")
+    bad = np.union1d(np.flatnonzero(row < 0), np.flatnonzero(unknown)).tolist()
+    lines = dict(zip(bad, qrels.line_numbers(bad)))
+    for judgment in np.flatnonzero(row < 0).tolist():
+        problems.add("unknown qid", f"{path}:{lines[judgment]}: qid {qrels.qids[judgment]!r} is not in the query file")
+    for judgment in np.flatnonzero(unknown).tolist():
+        problems.add("unknown did",
+                     f"{path}:{lines[judgment]}: did {qrels.docids[judgment]!r} is not in the {pool_name} pool of {spec.name}")
     if problems:
         return Relevance.from_lists([]), np.zeros(0, dtype=np.int64)
-    judged = np.unique(pairs["row"].to_numpy())
+    keep = (row >= 0) & (cand >= 0) & ~drop_cross
+    judged = np.unique(row[keep])
     new_row = np.full(len(query_index), -1, dtype=np.int64)
     new_row[judged] = np.arange(judged.size)
-    relevance = Relevance.from_pairs(
-        new_row[pairs["row"].to_numpy()], pairs["cand"].to_numpy(), qrels["rel"].to_numpy()[keep], judged.size
-    )
+    relevance = Relevance.from_pairs(new_row[row[keep]], cand[keep], qrels.grades[keep], judged.size)
     # Rows of the query file in the order of the surviving queries.
     query_rows = pd.Index(qids).get_indexer(query_index[judged])
     return relevance, query_rows
@@ -256,7 +226,7 @@ def _relevance(
 
 def count_judgments(spec: TaskSpec, folder: Path) -> int:
     """Number of judgments in the task's qrels file (what ``n_qrels`` in the YAML counts)."""
-    return len(read_qrels(_task_file(spec, folder, "qrels")))
+    return len(read_mbeir_qrels(_task_file(spec, folder, "qrels")))
 
 
 def check_instructions(spec: TaskSpec, folder: Path) -> list[str]:

@@ -21,9 +21,12 @@ import os
 import random
 import shutil
 import tempfile
-from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
+
+from mbench.formats.circo import write_circo_annotations
+from mbench.formats.jsonl import write_jsonl
+from mbench.formats.qrels import write_qrels
 
 MINI_VERSION = "mini-v1"
 IMAGE_SIZE = 96
@@ -423,14 +426,11 @@ class _MbeirWriter:
     def write(self, task: MiniTask, queries: list[dict], pool: list[dict]) -> None:
         if len(queries) != task.n_queries or len(pool) != task.pool_size:
             raise AssertionError(f"{task.name}: generated {len(queries)} queries / {len(pool)} candidates")
-        _write_jsonl(self.root / task.query_file, queries)
-        _write_jsonl(self.root / task.pool_file, pool)
-        lines = [f"{q['qid']} 0 {did} 1 {task.task_id}\n" for q in queries for did in q["pos_cand_list"]]
-        _write_text(self.root / task.qrels_file, "".join(lines))
-
-
-def _write_jsonl(path: Path, rows: Iterable[dict]) -> None:
-    _write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+        write_jsonl(self.root / task.query_file, queries)
+        write_jsonl(self.root / task.pool_file, pool)
+        judged = [(q["qid"], did) for q in queries for did in q["pos_cand_list"]]
+        write_qrels(self.root / task.qrels_file, [q for q, _ in judged], [d for _, d in judged], [1] * len(judged),
+                    format="mbeir", task_ids=[task.task_id] * len(judged))
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -722,7 +722,7 @@ def _generate_beir_towns(folder: Path) -> None:
             f"{FESTIVALS[festival]} festival. Most people in {name} work in {TRADES[trade]}."
         )
         docs.append({"_id": f"doc{number}", "title": title, "text": text})
-    queries, qrels = [], []
+    queries, judged = [], []
     for number, index in enumerate(rng.sample(range(BEIR_TOWNS_DOCS), BEIR_TOWNS_QUERIES), start=1):
         name = names[index]
         region, landmark, colour, festival, trade = chosen[index]
@@ -734,12 +734,13 @@ def _generate_beir_towns(folder: Path) -> None:
             f"{FESTIVALS[festival]} festival?",
         )
         queries.append({"_id": f"q{number}", "text": rng.choice(templates)})
-        qrels.append(f"q{number}\tdoc{index + 1}\t1\n")
-    _write_jsonl(folder / "corpus.jsonl", docs)
+        judged.append((f"q{number}", f"doc{index + 1}"))
+    write_jsonl(folder / "corpus.jsonl", docs)
     # Like BEIR's query files, this one also lists queries that have no judgments (they are dropped).
     extra = [{"_id": f"q{BEIR_TOWNS_QUERIES + 1}", "text": "Which town has no festival at all?"}]
-    _write_jsonl(folder / "queries.jsonl", queries + extra)
-    _write_text(folder / "qrels" / "test.tsv", "query-id\tcorpus-id\tscore\n" + "".join(qrels))
+    write_jsonl(folder / "queries.jsonl", queries + extra)
+    write_qrels(folder / "qrels" / "test.tsv", [q for q, _ in judged], [d for _, d in judged], [1] * len(judged),
+                format="beir")
 
 
 # ---------------------------------------------------------------- CIRCO layout
@@ -784,4 +785,4 @@ def _generate_circo(folder: Path) -> None:
     info = {"images": [{"id": i, "file_name": f"{i:012d}.jpg", "width": IMAGE_SIZE, "height": IMAGE_SIZE}
                        for i in sorted(corpus)]}
     _write_text(folder / "image_info_unlabeled2017.json", json.dumps(info))
-    _write_text(folder / "annotations" / "val.json", json.dumps(queries, indent=1))
+    write_circo_annotations(folder / "annotations" / "val.json", queries)

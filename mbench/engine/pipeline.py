@@ -368,7 +368,7 @@ def score_and_write(
 ) -> dict[str, Any]:
     """Compute the task's metrics on a ranking and write run file, per-query table and result.json."""
     from mbench import results
-    from mbench.runfiles import write_trec_run
+    from mbench.formats.runs import write_trec_run
 
     pool_ids = np.asarray(data.pool.ids, dtype=object)
     ranked_ids = np.where(indices >= 0, pool_ids[np.maximum(indices, 0)], None)
@@ -387,7 +387,7 @@ def score_and_write(
         _timed(timings, "write", lambda: results.write_per_query(directory / results.PER_QUERY_FILE,
                                                                  list(data.queries.ids), evaluated.per_query))
     else:
-        from mbench.runfiles import write_circo_submission
+        from mbench.formats.submission import write_circo_submission
 
         top = min(50, ranked_ids.shape[1])
         _timed(timings, "write", lambda: write_circo_submission(directory / "submission.json", data.queries.ids,

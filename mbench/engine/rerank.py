@@ -272,7 +272,7 @@ def rerank_prompts(spec: TaskSpec, reranker: Any, n_queries: int) -> list[str | 
 
 
 def run_to_ranking(run: Any, queries: ItemTable, pool: ItemTable, *, where: str) -> np.ndarray:
-    """A ``mbench.runfiles.Run`` as a ranking matrix over ``queries`` rows and ``pool`` indices (-1 padded)."""
+    """A ``mbench.formats.runs.Run`` as a ranking matrix over ``queries`` rows and ``pool`` indices (-1 padded)."""
     ranking = np.full((len(queries), run.depth), -1, dtype=np.int64)
     query_row = queries.index_of()
     pool_index = pool.index_of()
@@ -348,6 +348,8 @@ def rerank_result(
     as it is unless ``overwrite``; one from a different reranker, prompt or first stage is an
     error (pass ``overwrite``).
     """
+    from mbench.formats.runs import read_trec_run, write_trec_run
+    from mbench.formats.submission import write_circo_submission
     from mbench.models.base import model_fingerprint
     from mbench.results import (
         PER_QUERY_FILE,
@@ -360,7 +362,6 @@ def rerank_result(
         write_per_query,
         write_result_json,
     )
-    from mbench.runfiles import read_trec_run, write_circo_submission, write_trec_run
 
     first_dir = Path(first_stage_dir).resolve()
     first = read_result(first_dir)
@@ -462,7 +463,7 @@ def rerank_result(
 def _write_rerank_scores(path: Path, data: TaskData, output: RerankOutput) -> None:
     import pandas as pd
 
-    from mbench.results import atomic_write_bytes
+    from mbench.formats.atomic import atomic_write_bytes
 
     rows, cols = np.nonzero(output.first_stage_rank > 0)
     frame = pd.DataFrame({

@@ -1,20 +1,23 @@
-"""Relevance judgments on disk: TREC qrels, M-BEIR qrels, BEIR qrels TSV and CIRCO annotations.
+"""Relevance judgments on disk: TREC qrels, M-BEIR qrels, BEIR qrels TSV (and CIRCO annotations,
+whose reader lives in ``mbench.formats.circo``): the one reader and the one writer of each.
 
 Every reader takes a path and returns a ``Qrels``: one entry per judgment (query id, document
 id, integer grade), plus what a format carries beyond that (M-BEIR task ids, CIRCO targets).
-A document judged twice for the same query is an error naming the line.
+A document judged twice for the same query is an error naming the line. `mbench score` and the
+data adapters read judgments through these functions alike.
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from mbench.columnfile import Column, lines_of_rows, read_bytes, read_columns, read_head
 from mbench.errors import MbenchError
+from mbench.formats.atomic import atomic_write_bytes
+from mbench.formats.columns import Column, lines_of_rows, read_columns, read_head
 
 QRELS_FORMATS = ("trec", "mbeir", "beir", "circo")
 _DESCRIPTIONS = {
@@ -24,6 +27,7 @@ _DESCRIPTIONS = {
     "circo": "CIRCO annotations JSON",
 }
 _BEIR_HEADER = ("query-id", "corpus-id", "score")
+_TABULAR = ("trec", "mbeir", "beir")
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,7 @@ class Qrels:
     ``query_ids`` lists every query of the file in first-appearance order (a CIRCO query
     with an empty ground truth has no judgment but is still a query). ``task_ids`` is the
     M-BEIR task id of each judgment; ``targets`` maps a CIRCO query id to its target image.
+    ``source`` names where the judgments came from (a file, or a table on the hub).
     """
 
     qids: np.ndarray
@@ -42,9 +47,21 @@ class Qrels:
     format: str
     task_ids: np.ndarray | None = None
     targets: dict[str, str] | None = None
+    source: str = ""
 
     def __len__(self) -> int:
         return int(self.grades.shape[0])
+
+    def line_numbers(self, rows: Sequence[int]) -> list[int]:
+        """The 1-based line of each given judgment in its file (a scan of the file: for messages only).
+
+        Judgments that did not come from a file are numbered by their row, starting at 1.
+        """
+        rows = [int(r) for r in rows]
+        if self.format not in _TABULAR or not Path(self.source).is_file():
+            return [r + 1 for r in rows]
+        found = lines_of_rows(self.source, rows, header=self.format == "beir")
+        return [found[r][0] for r in rows]
 
 
 def detect_qrels_format(path: str | Path) -> str:
@@ -73,7 +90,9 @@ def read_qrels(path: str | Path, format: str = "auto") -> Qrels:
     """Read qrels in any supported format; ``format="auto"`` detects it from the content."""
     if format == "auto":
         format = detect_qrels_format(path)
-    readers = {"trec": read_trec_qrels, "mbeir": read_mbeir_qrels, "beir": read_beir_qrels, "circo": read_circo_annotations}
+    from mbench.formats.circo import read_circo_qrels
+
+    readers = {"trec": read_trec_qrels, "mbeir": read_mbeir_qrels, "beir": read_beir_qrels, "circo": read_circo_qrels}
     if format not in readers:
         raise ValueError(f"qrels format must be 'auto' or one of {QRELS_FORMATS}, got {format!r}")
     return readers[format](path)
@@ -102,74 +121,100 @@ def read_beir_qrels(path: str | Path) -> Qrels:
 
 def _tabular_qrels(path: str | Path, table, format: str, header: bool) -> Qrels:
     """Qrels from a parsed table, rejecting a document judged twice for one query."""
-    import pandas as pd
-
-    qids = table["qid"].to_numpy(zero_copy_only=False).astype(object)
-    docids = table["docid"].to_numpy(zero_copy_only=False).astype(object)
-    repeated = pd.DataFrame({"q": qids, "d": docids}).duplicated(keep="first").to_numpy()
-    if repeated.any():
-        row = int(np.argmax(repeated))
-        first = int(np.flatnonzero((qids == qids[row]) & (docids == docids[row]))[0])
-        lines = lines_of_rows(path, [first, row], header)
-        raise MbenchError(
-            f"{path}:{lines[row][0]}: document {docids[row]!r} is judged twice for query {qids[row]!r} "
-            f"(first at line {lines[first][0]}): {lines[row][1].strip()!r}"
-        )
     task_ids = table["task_id"].to_numpy() if "task_id" in table.column_names else None
-    return Qrels(
-        qids=qids,
-        docids=docids,
-        grades=table["rel"].to_numpy().astype(np.int64),
-        query_ids=pd.unique(qids) if qids.size else np.zeros(0, dtype=object),
+    return qrels_from_columns(
+        table["qid"].to_numpy(zero_copy_only=False),
+        table["docid"].to_numpy(zero_copy_only=False),
+        table["rel"].to_numpy(),
         format=format,
+        source=str(path),
         task_ids=task_ids,
     )
 
 
-def read_circo_annotations(path: str | Path) -> Qrels:
-    """Read CIRCO annotations: ``gt_img_ids`` are relevant (grade 1), ``target_img_id`` is the target.
+def qrels_from_columns(
+    qids: Sequence[str] | np.ndarray,
+    docids: Sequence[str] | np.ndarray,
+    grades: Sequence[int] | np.ndarray,
+    *,
+    format: str,
+    source: str,
+    task_ids: np.ndarray | None = None,
+) -> Qrels:
+    """Qrels from parallel columns of id strings (a parsed file, or a table downloaded from the hub).
 
-    Query ids are ``str(id)``. The test split has no ground truth and is refused.
+    Grades must be integers and a document judged twice for one query is an error, both naming
+    the line of ``source``.
     """
-    try:
-        entries = json.loads(read_bytes(path))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise MbenchError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(entries, list):
-        raise MbenchError(f"{path}: CIRCO annotations are a JSON list of queries, got {type(entries).__name__}")
-    qids: list[str] = []
-    docids: list[str] = []
-    targets: dict[str, str] = {}
-    query_ids: list[str] = []
-    for position, entry in enumerate(entries):
-        where = f"{path}: entry {position}"
-        if not isinstance(entry, dict) or "id" not in entry:
-            raise MbenchError(f"{where}: expected an object with an 'id'")
-        qid = str(entry["id"])
-        where = f"{path}: query {qid} (entry {position})"
-        if qid in targets:
-            raise MbenchError(f"{where}: query id {qid} appears twice")
-        if "gt_img_ids" not in entry or "target_img_id" not in entry:
-            raise MbenchError(
-                f"{where}: no 'gt_img_ids'/'target_img_id': the CIRCO test split has no public ground truth; "
-                "score it by submitting the run to the CIRCO evaluation server"
-            )
-        relevant = entry["gt_img_ids"]
-        if not isinstance(relevant, list):
-            raise MbenchError(f"{where}: 'gt_img_ids' must be a list of image ids")
-        relevant = [str(image) for image in relevant]
-        if len(set(relevant)) != len(relevant):
-            twice = next(image for image in relevant if relevant.count(image) > 1)
-            raise MbenchError(f"{where}: image {twice} is listed twice in 'gt_img_ids'")
-        query_ids.append(qid)
-        qids.extend([qid] * len(relevant))
-        docids.extend(relevant)
-        targets[qid] = str(entry["target_img_id"])
+    import pandas as pd
+
+    qids = np.asarray(qids, dtype=object)
+    docids = np.asarray(docids, dtype=object)
+    grades = _integer_grades(np.asarray(grades), qids, docids, format, source)
+    partial = Qrels(qids=qids, docids=docids, grades=grades, query_ids=np.zeros(0, dtype=object), format=format,
+                    source=source)
+    repeated = pd.DataFrame({"q": qids, "d": docids}).duplicated(keep="first").to_numpy()
+    if repeated.any():
+        row = int(np.argmax(repeated))
+        first = int(np.flatnonzero((qids == qids[row]) & (docids == docids[row]))[0])
+        first_line, line = partial.line_numbers([first, row])
+        raise MbenchError(
+            f"{source}:{line}: document {docids[row]!r} is judged twice for query {qids[row]!r} "
+            f"(first at line {first_line}){_line_text(partial, row)}"
+        )
     return Qrels(
-        qids=np.array(qids, dtype=object),
-        docids=np.array(docids, dtype=object),
-        grades=np.ones(len(docids), dtype=np.int64),
-        query_ids=np.array(query_ids, dtype=object),
-        format="circo",
-        targets=targets,
+        qids=qids,
+        docids=docids,
+        grades=grades,
+        query_ids=pd.unique(qids) if qids.size else np.zeros(0, dtype=object),
+        format=format,
+        task_ids=task_ids,
+        source=source,
     )
+
+
+def _integer_grades(values: np.ndarray, qids: np.ndarray, docids: np.ndarray, format: str, source: str) -> np.ndarray:
+    """``values`` as int64; a grade that is not an integer is an error naming its line."""
+    if values.dtype.kind in "iu":
+        return values.astype(np.int64)
+    import pandas as pd
+
+    numbers = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(numbers) | (numbers != np.round(numbers))
+    if bad.any():
+        row = int(np.argmax(bad))
+        partial = Qrels(qids=qids, docids=docids, grades=np.zeros(0, dtype=np.int64),
+                        query_ids=np.zeros(0, dtype=object), format=format, source=source)
+        [line] = partial.line_numbers([row])
+        raise MbenchError(f"{source}:{line}: rel {values[row]!r} is not an integer{_line_text(partial, row)}")
+    return numbers.astype(np.int64)
+
+
+def _line_text(qrels: Qrels, row: int) -> str:
+    """``: '<the line>'`` when the judgment came from a file, else nothing."""
+    if qrels.format not in _TABULAR or not Path(qrels.source).is_file():
+        return ""
+    return f": {lines_of_rows(qrels.source, [row], header=qrels.format == 'beir')[row][1].strip()!r}"
+
+
+def write_qrels(
+    path: str | Path,
+    qids: Sequence[str],
+    docids: Sequence[str],
+    grades: Sequence[int],
+    *,
+    format: str,
+    task_ids: Sequence[int] | None = None,
+) -> None:
+    """Write judgments as TREC (``qid 0 docid rel``), M-BEIR (``qid 0 did rel task_id``) or BEIR TSV (with header)."""
+    if format not in _TABULAR:
+        raise ValueError(f"write_qrels writes one of {_TABULAR}, got {format!r}; CIRCO annotations: mbench.formats.circo")
+    if format == "mbeir" and (task_ids is None or len(task_ids) != len(qids)):
+        raise ValueError("M-BEIR qrels need one task id per judgment")
+    if format == "beir":
+        lines = ["\t".join(_BEIR_HEADER) + "\n"] + [f"{q}\t{d}\t{g}\n" for q, d, g in zip(qids, docids, grades)]
+    elif format == "mbeir":
+        lines = [f"{q} 0 {d} {g} {t}\n" for q, d, g, t in zip(qids, docids, grades, task_ids)]  # type: ignore[arg-type]
+    else:
+        lines = [f"{q} 0 {d} {g}\n" for q, d, g in zip(qids, docids, grades)]
+    atomic_write_bytes(path, "".join(lines).encode("utf-8"))
