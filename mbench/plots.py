@@ -172,7 +172,7 @@ def modality_figure(table: Table, metric: str = MODALITY_METRIC) -> Any | None:
             found = next(
                 (f for (key, name), f in table.results.items() if name == run.name and f.task == task), None
             )
-            value = None if found is None else found.record["metrics"].get(metric)
+            value = None if found is None else found.record.metrics.get(metric)
             values.append(math.nan if value is None else float(value))
         runs.append((run.label, values))
     # Published modality accuracies live in rows whose metric is this one (MM-Embed Table 2).

@@ -1,67 +1,62 @@
 """Finding results in a results directory and picking the one a table cell or a comparison means.
 
-Every complete result is a folder holding `result.json` (see `mbench.results`). When several
+Every complete result is a folder holding `result.json` (read by `mbench.results`). When several
 results fit one selection (two fingerprints of one model, say), the newest `created` wins and
 the choice is reported, never made silently.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from mbench.errors import MbenchError
-from mbench.results import PER_QUERY_FILE, RESULT_FILE
+from mbench.results import PER_QUERY_FILE, RESULT_FILE, ResultRecord, read_result
 
 
 @dataclass(frozen=True)
 class FoundResult:
-    """One complete result: its folder and its parsed `result.json`."""
+    """One complete result: its folder and its record."""
 
     directory: Path
-    record: dict[str, Any]
+    record: ResultRecord
 
     @property
     def task(self) -> str:
         """The task name."""
-        return str(self.record["task"])
+        return self.record.task
 
     @property
     def pool(self) -> str:
         """The candidate pool."""
-        return str(self.record["pool"])
+        return self.record.pool
 
     @property
     def kind(self) -> str:
         """`retrieval` or `rerank`."""
-        return str(self.record.get("kind", "retrieval"))
+        return self.record.kind
 
     @property
     def model_name(self) -> str:
         """The retriever's name as recorded."""
-        return str(self.record["model"]["name"])
+        return self.record.model_name
 
     @property
     def fingerprint(self) -> str:
         """The retriever's fingerprint (hex)."""
-        return str(self.record["model"].get("fingerprint", ""))
+        return self.record.fingerprint
 
     @property
     def reranker_name(self) -> str | None:
         """The reranker's name for a rerank result, else None."""
-        rerank = self.record.get("rerank") or {}
-        reranker = rerank.get("reranker") or {}
-        return reranker.get("name")
+        return None if self.record.rerank is None else self.record.rerank.reranker.get("name")
 
     @property
     def rerank_top_k(self) -> int | None:
         """How many first-stage candidates were reranked, else None."""
-        rerank = self.record.get("rerank") or {}
-        return rerank.get("top_k")
+        return None if self.record.rerank is None else self.record.rerank.top_k
 
     @property
     def variant(self) -> str:
@@ -73,12 +68,12 @@ class FoundResult:
     @property
     def created(self) -> datetime:
         """When the result was written (timezone-aware; results without a date sort first)."""
-        return _parse_created(self.record.get("created"))
+        return _parse_created(self.record.created)
 
     @property
     def main_metric(self) -> str:
         """The task's main metric as recorded."""
-        return str(self.record["main_metric"])
+        return str(self.record.main_metric)
 
     @property
     def per_query_path(self) -> Path:
@@ -102,17 +97,7 @@ def _parse_created(value: Any) -> datetime:
 
 def load_found(directory: Path) -> FoundResult:
     """The result in `directory` (which must hold a `result.json`)."""
-    path = Path(directory) / RESULT_FILE
-    try:
-        record = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise MbenchError(f"no result at {directory} (missing {RESULT_FILE})") from None
-    except json.JSONDecodeError as err:
-        raise MbenchError(f"{path}: not valid JSON ({err}); delete the folder and rerun") from None
-    for key in ("task", "pool", "model", "metrics", "main_metric"):
-        if key not in record:
-            raise MbenchError(f"{path}: missing key {key!r}; not an mbench result.json")
-    return FoundResult(Path(directory), record)
+    return FoundResult(Path(directory), read_result(directory))
 
 
 def scan_results(root: Path) -> list[FoundResult]:
@@ -152,7 +137,7 @@ def filter_results(
         # A run is found by the plugin's own name, its folder, or the name the user ran it with
         # (an alias such as `minilm`).
         if model is not None and model not in (found.model_name, model_dir_name(found, root),
-                                               found.record.get("requested_model")):
+                                               found.record.requested_model):
             continue
         if fingerprint is not None and not found.fingerprint.startswith(fingerprint):
             continue

@@ -199,7 +199,7 @@ def match_results(side_a: Sequence[FoundResult], side_b: Sequence[FoundResult]) 
                 others = ", ".join(str(g.directory) for g in group if g is not chosen[key])
                 notes.append(
                     f"{side}: {len(group)} results for {key[0]} [{key[1]}, {key[2]}]; using the newest "
-                    f"(created {chosen[key].record.get('created')}) at {chosen[key].directory}; not used: {others}"
+                    f"(created {chosen[key].record.created}) at {chosen[key].directory}; not used: {others}"
                 )
         return chosen
 

@@ -99,7 +99,7 @@ class _RunFiller:
             self.ambiguous.append(f"{name} ({len(matches)} results, fingerprints {', '.join(fingerprints)})")
         if not chain:
             self.chosen[row.key] = chosen
-        value = chosen.record["metrics"].get(row.metric)
+        value = chosen.record.metrics.get(row.metric)
         if value is None:
             self.lacking_metric.append(f"{name} ({chosen.directory})")
             return math.nan

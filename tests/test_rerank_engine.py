@@ -23,8 +23,8 @@ from mbench.engine.rerank import (
     rerank_ranking,
     rerank_result,
     run_to_ranking,
-    task_metrics,
 )
+from mbench.engine.scoring import task_metrics
 from mbench.errors import MbenchError
 from mbench.formats.runs import read_trec_run
 from mbench.metrics import Relevance, evaluate

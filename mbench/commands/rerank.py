@@ -51,19 +51,17 @@ def data_dir_from_source(source: str | None, data_folder: str) -> Path | None:
 def run(args: argparse.Namespace) -> int:
     """Rerank the result, write it beside the first stage, print the main metric before and after."""
     from mbench.data.loader import load_task
-    from mbench.engine.rerank import SUBMISSION_FILE, rerank_result
+    from mbench.engine.rerank import rerank_result
     from mbench.models.base import model_kind
     from mbench.models.registry import build_model, parse_model_args
-    from mbench.results import read_result
+    from mbench.results import SUBMISSION_FILE, read_result
     from mbench.tasks.index import load_task_spec
 
     first_dir = Path(args.result_dir)
     first = read_result(first_dir)
-    task, pool = first.get("task"), first.get("pool", "local")
-    if not task:
-        raise MbenchError(f"{first_dir / 'result.json'}: no task name")
+    task, pool = first.task, first.pool
     spec = load_task_spec(task, args.tasks_dir)
-    source = (first.get("dataset") or {}).get("source")
+    source = first.dataset.get("source")
     data_dir = args.data_dir if args.data_dir is not None else data_dir_from_source(source, spec.data_folder)
     data = load_task(spec, data_dir=data_dir, pool=pool, cache_dir=args.cache_dir)
 
@@ -87,15 +85,15 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
     )
     reranked = read_result(out_dir)
-    info = reranked["rerank"]
+    info = reranked.rerank
     print(f"{task} ({pool}): reranked the top {args.rerank_top_k} with {args.reranker} "
-          f"({info['pairs_scored']} pairs scored, {info['pairs_cached']} from the cache) -> {out_dir}")
+          f"({info.pairs_scored} pairs scored, {info.pairs_cached} from the cache) -> {out_dir}")
     main = spec.main_metric
     if main is None:
         print(f"{task} has no qrels: submission file {out_dir / SUBMISSION_FILE}")
         return 0
-    before = (first.get("metrics") or {}).get(main)
-    after = reranked["metrics"][main]
+    before = first.metrics.get(main)
+    after = reranked.metrics[main]
     before_text = f"{100 * before:.2f}" if before is not None else "n/a"
     print(f"{main}: retrieval {before_text}  rerank {100 * after:.2f}"
           + (f"  ({100 * (after - before):+.2f})" if before is not None else ""))

@@ -182,8 +182,8 @@ def _summary_table(model_name: str, outcomes: list) -> str:
     rows = []
     for spec, outcome in outcomes:
         record = outcome.record
-        main = record.get("main_metric")
-        value = record.get("metrics", {}).get(main) if main else None
-        rows.append([outcome.task, record.get("pool"), main or "-", "-" if value is None else f"{100 * value:.2f}",
-                     record.get("n_queries")])
+        main = record.main_metric
+        value = record.metrics.get(main) if main else None
+        rows.append([outcome.task, record.pool, main or "-", "-" if value is None else f"{100 * value:.2f}",
+                     record.n_queries])
     return f"model: {model_name}\n" + tabulate(rows, headers=["task", "pool", "main metric", "x100", "queries"])

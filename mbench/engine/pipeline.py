@@ -4,12 +4,13 @@ metrics -> result directory. The flow of DESIGN.md section 2, for every task of 
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,8 +24,11 @@ from mbench.engine.encode import (
 )
 from mbench.engine.instructions import resolve_instructions
 from mbench.errors import MbenchError
-from mbench.metrics import evaluate, required_depth
+from mbench.metrics import required_depth
 from mbench.tasks.spec import TaskSpec
+
+if TYPE_CHECKING:
+    from mbench.results import ResultRecord
 
 MIN_DEPTH = 100
 
@@ -59,7 +63,7 @@ class TaskOutcome:
     task: str
     directory: Path
     computed: bool
-    record: dict[str, Any] = field(default_factory=dict)
+    record: ResultRecord | None = None
     data: TaskData | None = None
 
 
@@ -363,38 +367,20 @@ def score_and_write(
     scores: np.ndarray,
     indices: np.ndarray,
     directory: Path,
-    record: dict[str, Any],
+    record: ResultRecord,
     timings: dict[str, float],
-) -> dict[str, Any]:
-    """Compute the task's metrics on a ranking and write run file, per-query table and result.json."""
+) -> ResultRecord:
+    """Compute the task's metrics on a ranking and write the result folder (run file, per-query table, record)."""
     from mbench import results
-    from mbench.formats.runs import write_trec_run
+    from mbench.engine.scoring import task_metrics
 
-    pool_ids = np.asarray(data.pool.ids, dtype=object)
-    ranked_ids = np.where(indices >= 0, pool_ids[np.maximum(indices, 0)], None)
-    directory.mkdir(parents=True, exist_ok=True)
-    _timed(timings, "write", lambda: write_trec_run(directory / results.RUN_FILE, data.queries.ids, ranked_ids,
-                                                    np.where(indices >= 0, scores, 0.0), tag="mbench"))
-    metrics: dict[str, float] = {}
-    if spec.scored and data.relevance is not None:
-        evaluated = _timed(
-            timings,
-            "metrics",
-            lambda: evaluate(indices, data.relevance, spec.metrics, cand_modality=np.asarray(data.pool.modalities),
-                             expected_modality=spec.cand_modality, targets=data.targets),
-        )
-        metrics = evaluated.mean()
-        _timed(timings, "write", lambda: results.write_per_query(directory / results.PER_QUERY_FILE,
-                                                                 list(data.queries.ids), evaluated.per_query))
-    else:
-        from mbench.formats.submission import write_circo_submission
-
-        top = min(50, ranked_ids.shape[1])
-        _timed(timings, "write", lambda: write_circo_submission(directory / "submission.json", data.queries.ids,
-                                                                ranked_ids[:, :top]))
-    record = {**record, "metrics": metrics, "main_metric": spec.main_metric, "n_queries": len(data.queries),
-              "timings": timings}
-    results.write_result_json(directory / results.RESULT_FILE, record)
+    metrics, per_query = _timed(timings, "metrics", lambda: task_metrics(spec, data, indices))
+    record = dataclasses.replace(record, metrics=metrics, main_metric=spec.main_metric, n_queries=len(data.queries),
+                                 timings=timings)
+    results.write_result(
+        directory, record, query_ids=data.queries.ids, ranking=indices, scores=scores, pool_ids=data.pool.ids,
+        per_query=per_query, submission=not per_query,
+    )
     return record
 
 
@@ -410,8 +396,6 @@ def instruction_variant(meta: Any, spec: TaskSpec, options: RunOptions) -> str |
 
 def run_task(model: Any, model_args: dict[str, Any], spec: TaskSpec, options: RunOptions, *, store: Any) -> TaskOutcome:
     """Evaluate one task (skipped when its result exists, unless ``options.overwrite``)."""
-    import datetime
-
     from mbench import results
     from mbench.data.loader import load_task
     from mbench.models.base import check_modalities, model_fingerprint
@@ -429,28 +413,26 @@ def run_task(model: Any, model_args: dict[str, Any], spec: TaskSpec, options: Ru
     scores, indices, details = retrieve(model, spec, data, options, store=store, timings=timings)
     if not options.world.is_main:  # only rank 0 writes results
         return TaskOutcome(spec.name, directory, computed=True, data=data)
-    record = {
-        "mbench_result_version": 1,
-        "task": spec.name,
-        "task_spec_hash": spec_hash(spec),
-        "pool": options.pool,
-        "kind": "retrieval",
-        "model": meta.to_dict(),
-        "requested_model": options.requested_model or meta.name,
-        "model_args": {k: str(v) for k, v in model_args.items()},
-        "depth": details["depth"],
-        "dataset": {"source": data.source},
-        "instruction_policy": options.instruction_policy,
-        "seed": options.seed,
-        "instructions": details["instructions"],
-        "prompt": details["prompt"],
-        "search_backend": options.search_backend,
-        "device": options.device,
-        "world_size": options.world.size,
-        "versions": results.library_versions(),
-        "git_sha": results.git_sha(),
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "rerank": None,
-    }
+    record = results.ResultRecord(
+        task=spec.name,
+        task_spec_hash=spec_hash(spec),
+        pool=options.pool,
+        kind="retrieval",
+        model=meta.to_dict(),
+        requested_model=options.requested_model or meta.name,
+        model_args={k: str(v) for k, v in model_args.items()},
+        depth=details["depth"],
+        dataset={"source": data.source},
+        instruction_policy=options.instruction_policy,
+        seed=options.seed,
+        instructions=details["instructions"],
+        prompt=details["prompt"],
+        search_backend=options.search_backend,
+        device=options.device,
+        world_size=options.world.size,
+        versions=results.library_versions(),
+        git_sha=results.git_sha(),
+        created=results.now_iso(),
+    )
     record = score_and_write(spec, data, scores, indices, directory, record, timings)
     return TaskOutcome(spec.name, directory, computed=True, record=record, data=data)

@@ -32,14 +32,13 @@ bytes' sha256 for in-memory images.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import io
 import sqlite3
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +51,6 @@ from mbench.tasks.spec import TaskSpec
 
 RERANK_CACHE_SUBDIR = "rerank"
 CACHE_FILE = "scores.sqlite"
-RERANK_SCORES_FILE = "rerank_scores.parquet"
-SUBMISSION_FILE = "submission.json"
 
 
 # -- identities and the score cache -----------------------------------------------------------
@@ -298,30 +295,6 @@ def run_to_ranking(run: Any, queries: ItemTable, pool: ItemTable, *, where: str)
 # -- metrics and the result directory ---------------------------------------------------------
 
 
-def task_metrics(spec: TaskSpec, data: TaskData, ranking: np.ndarray) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """The task's metrics of ``ranking`` (means, per-query values); empty for tasks without qrels."""
-    from mbench.metrics import evaluate
-
-    if not spec.scored or data.relevance is None:
-        return {}, {}
-    results = evaluate(
-        ranking,
-        data.relevance,
-        spec.metrics,
-        cand_modality=np.asarray(data.pool.modalities),
-        expected_modality=spec.cand_modality,
-        targets=data.targets,
-    )
-    return results.mean(), results.per_query
-
-
-def rerank_dir_name(reranker_name: str, top_k: int) -> str:
-    """``rerank-<reranker>-top<k>``, the rerank result's folder inside the first-stage result."""
-    import re
-
-    return f"rerank-{re.sub(r'[^A-Za-z0-9._+-]', '_', reranker_name)}-top{top_k}"
-
-
 def file_sha256(path: Path) -> str:
     """Hex sha256 of a file's bytes."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
@@ -348,41 +321,30 @@ def rerank_result(
     as it is unless ``overwrite``; one from a different reranker, prompt or first stage is an
     error (pass ``overwrite``).
     """
-    from mbench.formats.runs import read_trec_run, write_trec_run
-    from mbench.formats.submission import write_circo_submission
+    from mbench import results
+    from mbench.engine.scoring import task_metrics
     from mbench.models.base import model_fingerprint
-    from mbench.results import (
-        PER_QUERY_FILE,
-        RESULT_FILE,
-        RUN_FILE,
-        git_sha,
-        library_versions,
-        read_result,
-        result_exists,
-        write_per_query,
-        write_result_json,
-    )
 
     first_dir = Path(first_stage_dir).resolve()
-    first = read_result(first_dir)
-    if first.get("kind", "retrieval") != "retrieval":
-        raise MbenchError(f"{first_dir}: is a {first.get('kind')!r} result; rerank a first-stage (retrieval) result")
-    if first.get("task") != spec.name or first.get("pool", data.pool_name) != data.pool_name:
+    first = results.read_result(first_dir)
+    if first.kind != "retrieval":
+        raise MbenchError(f"{first_dir}: is a {first.kind!r} result; rerank a first-stage (retrieval) result")
+    if first.task != spec.name or first.pool != data.pool_name:
         raise MbenchError(
-            f"{first_dir}: the result is for task {first.get('task')!r}, pool {first.get('pool')!r}, "
+            f"{first_dir}: the result is for task {first.task!r}, pool {first.pool!r}, "
             f"but the data given is task {spec.name!r}, pool {data.pool_name!r}"
         )
     name = reranker_name or reranker.meta.name
-    out_dir = first_dir / rerank_dir_name(name, top_k)
-    first_sha = file_sha256(first_dir / RESULT_FILE)
+    out_dir = results.rerank_dir(first_dir, name, top_k)
+    first_sha = file_sha256(first_dir / results.RESULT_FILE)
     prompts = rerank_prompts(spec, reranker, len(data.queries))
     fingerprint = model_fingerprint(reranker.meta)
-    if result_exists(out_dir) and not overwrite:
-        existing = read_result(out_dir).get("rerank") or {}
-        same = (
-            (existing.get("reranker") or {}).get("fingerprint") == fingerprint
-            and existing.get("prompt") == (prompts[0] if prompts else None)
-            and (existing.get("first_stage") or {}).get("result_sha256") == first_sha
+    if results.result_exists(out_dir) and not overwrite:
+        existing = results.read_result(out_dir).rerank
+        same = existing is not None and (
+            existing.reranker.get("fingerprint") == fingerprint
+            and existing.prompt == (prompts[0] if prompts else None)
+            and existing.first_stage.get("result_sha256") == first_sha
         )
         if not same:
             raise MbenchError(
@@ -393,7 +355,8 @@ def rerank_result(
 
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    ranking = run_to_ranking(read_trec_run(first_dir / RUN_FILE), data.queries, data.pool, where=str(first_dir / RUN_FILE))
+    ranking = run_to_ranking(results.read_result_run(first_dir), data.queries, data.pool,
+                             where=str(first_dir / results.RUN_FILE))
     timings["load"] = round(time.perf_counter() - started, 4)
 
     started = time.perf_counter()
@@ -412,70 +375,53 @@ def rerank_result(
     metrics, per_query = task_metrics(spec, data, output.ranking)
     timings["metrics"] = round(time.perf_counter() - started, 4)
 
-    started = time.perf_counter()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # result.json goes last: until it is there the directory is not a complete result.
-    (out_dir / RESULT_FILE).unlink(missing_ok=True)
-    pool_ids = np.asarray(data.pool.ids + [None], dtype=object)  # index -1 (padding) -> None
-    write_trec_run(
-        out_dir / RUN_FILE, data.queries.ids, pool_ids[output.ranking], output.scores,
-        tag=f"mbench-{rerank_dir_name(name, top_k)}",
-    )
-    _write_rerank_scores(out_dir / RERANK_SCORES_FILE, data, output)
-    if per_query:
-        write_per_query(out_dir / PER_QUERY_FILE, list(data.queries.ids), per_query)
-    if not spec.scored:
-        ranked_ids = [[data.pool.ids[i] for i in row if i >= 0] for row in output.ranking.tolist()]
-        write_circo_submission(out_dir / SUBMISSION_FILE, data.queries.ids, ranked_ids)
-    timings["write"] = round(time.perf_counter() - started, 4)
-
-    record = dict(first)
-    record.update(
+    record = dataclasses.replace(
+        first,
         kind="rerank",
         metrics=metrics,
         main_metric=spec.main_metric,
         n_queries=len(data.queries),
         depth=int(output.ranking.shape[1]),
-        dataset={"source": data.source or (first.get("dataset") or {}).get("source")},
+        dataset={"source": data.source or first.dataset.get("source")},
         device=device or str(getattr(reranker, "device", "cpu")),
         world_size=1,
-        versions=library_versions(),
-        git_sha=git_sha(),
+        versions=results.library_versions(),
+        git_sha=results.git_sha(),
         timings=timings,
-        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        rerank={
-            "reranker": reranker.meta.to_dict(),
-            "reranker_name": name,
-            "reranker_args": dict(reranker_args or {}),
-            "top_k": top_k,
-            "prompt": prompts[0] if prompts else None,
-            "batch_size": batch_size,
-            "score_order": "run-file scores are rank-based (n - rank + 1); reranker scores in " + RERANK_SCORES_FILE,
-            "pairs_scored": output.pairs_scored,
-            "pairs_cached": output.pairs_cached,
-            "first_stage": {"path": str(first_dir), "result_sha256": first_sha},
-        },
+        created=results.now_iso(),
+        rerank=results.RerankInfo(
+            reranker=reranker.meta.to_dict(),
+            reranker_name=name,
+            reranker_args=dict(reranker_args or {}),
+            top_k=top_k,
+            prompt=prompts[0] if prompts else None,
+            batch_size=batch_size,
+            score_order="run-file scores are rank-based (n - rank + 1); reranker scores in " + results.RERANK_SCORES_FILE,
+            pairs_scored=output.pairs_scored,
+            pairs_cached=output.pairs_cached,
+            first_stage={"path": str(first_dir), "result_sha256": first_sha},
+        ),
     )
-    write_result_json(out_dir / RESULT_FILE, record)
+    results.write_result(
+        out_dir, record, query_ids=data.queries.ids, ranking=output.ranking, scores=output.scores,
+        pool_ids=data.pool.ids, tag=f"mbench-{results.rerank_dir_name(name, top_k)}", per_query=per_query,
+        submission=not spec.scored, rerank_scores=_rerank_scores_table(data, output),
+    )
     return out_dir
 
 
-def _write_rerank_scores(path: Path, data: TaskData, output: RerankOutput) -> None:
+def _rerank_scores_table(data: TaskData, output: RerankOutput) -> Any:
+    """The reranker's own scores of the reranked top-k: qid, docid, rank, first_stage_rank, score."""
     import pandas as pd
 
-    from mbench.formats.atomic import atomic_write_bytes
-
     rows, cols = np.nonzero(output.first_stage_rank > 0)
-    frame = pd.DataFrame({
+    return pd.DataFrame({
         "qid": [data.queries.ids[r] for r in rows.tolist()],
         "docid": [data.pool.ids[int(output.ranking[r, c])] for r, c in zip(rows.tolist(), cols.tolist())],
         "rank": (cols + 1).astype(np.int64),
         "first_stage_rank": output.first_stage_rank[rows, cols].astype(np.int64),
         "score": output.rerank_scores[rows, cols].astype(np.float64),
     })
-    buffer = io.BytesIO()
-    frame.to_parquet(buffer, index=False)
-    atomic_write_bytes(path, buffer.getvalue())
 
 
 def _progress(total: int, desc: str, enabled: bool) -> Any:
