@@ -1,6 +1,6 @@
-"""`mbench ls tasks|groups|models [--names] [--tasks-dir DIR]`: what the harness knows about.
+"""`mbench ls tasks|groups|models|adapters [--names] [--tasks-dir DIR]`: what the harness knows about.
 
-Reads YAMLs and the model registry's static table only: no torch, no model code.
+Reads YAMLs and the registries' static tables only: no torch, no model code.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from mbench.errors import MbenchError
 
-KINDS = ("tasks", "groups", "models")
+KINDS = ("tasks", "groups", "models", "adapters")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -81,10 +81,17 @@ def _models(args: argparse.Namespace) -> tuple[list[str], str]:
     return [row[0] for row in rows], table
 
 
+def _adapters(args: argparse.Namespace) -> tuple[list[str], str]:
+    from mbench.data.registry import list_adapters
+
+    rows = list_adapters()
+    return [name for name, _ in rows], format_table(("name", "source"), rows)
+
+
 def run(args: argparse.Namespace) -> int:
-    """List tasks, groups or models as a table, or one name per line with --names."""
-    if args.tasks_dir and args.kind == "models":
-        raise MbenchError("--tasks-dir applies to `ls tasks` and `ls groups`, not to models")
-    names, table = {"tasks": _tasks, "groups": _groups, "models": _models}[args.kind](args)
+    """List tasks, groups, models or data adapters as a table, or one name per line with --names."""
+    if args.tasks_dir and args.kind in ("models", "adapters"):
+        raise MbenchError(f"--tasks-dir applies to `ls tasks` and `ls groups`, not to {args.kind}")
+    names, table = {"tasks": _tasks, "groups": _groups, "models": _models, "adapters": _adapters}[args.kind](args)
     print("\n".join(names) if args.names else table)
     return 0

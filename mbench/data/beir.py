@@ -9,10 +9,11 @@ the document sharing its id, so that document never counts in its ranking.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
+from mbench.data.adapter import FileAdapter, FilesSchema, LoadRequest
 from mbench.data.common import Problems, check_unique, require_column
 from mbench.data.types import ItemTable, TaskData
 from mbench.errors import MbenchError
@@ -21,23 +22,59 @@ from mbench.formats.qrels import Qrels, qrels_from_columns, read_beir_qrels
 from mbench.metrics import Relevance
 from mbench.tasks.spec import TaskSpec
 
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+class BeirFiles(FilesSchema):
+    """A BEIR task's files, relative to its folder."""
+
+    corpus: str | None = None
+    queries: str = "queries.jsonl"
+    qrels: str | None = None
+
+
+class BeirAdapter(FileAdapter):
+    """BEIR's layout on disk, or an ``mteb/<name>`` dataset at a pinned revision on the hub."""
+
+    name = "beir"
+    files = BeirFiles
+    options = frozenset({"ignore_identical_ids", "hf_dataset", "revision"})
+    downloads = True
+
+    def load(self, spec: TaskSpec, request: LoadRequest) -> TaskData:
+        """The task from its folder, or from the hub when there is none."""
+        if request.folder is None:
+            return request.from_hub(spec, lambda: load_beir_hub(spec))
+        return load_beir(spec, request.folder)
+
+    def count_file(self, spec: TaskSpec, folder: Path) -> int:
+        """Lines of the split's qrels TSV (after its header)."""
+        return len(read_beir_qrels(qrels_path(spec, folder)))
+
+    def how_to_get(self, spec: TaskSpec) -> str:
+        """Where BEIR data comes from."""
+        return (f"download the BEIR dataset into ROOT/{spec.data_folder} (corpus.jsonl, queries.jsonl, "
+                f"qrels/{spec.split}.tsv)"
+                + (f", or let mbench fetch {spec.hf_dataset}@{spec.revision} from the hub" if spec.hf_dataset else ""))
+
 
 def corpus_path(spec: TaskSpec, folder: Path) -> Path:
     """The task's corpus file: ``pools.local.file``, else ``files.corpus``, else ``corpus.jsonl``."""
     local = spec.pools.get("local")
     if local is not None and local.file is not None:
         return folder / local.file
-    return folder / spec.files.get("corpus", "corpus.jsonl")
+    return folder / (BeirAdapter().files_of(spec).corpus or "corpus.jsonl")
 
 
 def queries_path(spec: TaskSpec, folder: Path) -> Path:
     """The task's query file."""
-    return folder / spec.files.get("queries", "queries.jsonl")
+    return folder / BeirAdapter().files_of(spec).queries
 
 
 def qrels_path(spec: TaskSpec, folder: Path) -> Path:
     """The task's qrels file for its split."""
-    return folder / spec.files.get("qrels", f"qrels/{spec.split}.tsv")
+    return folder / (BeirAdapter().files_of(spec).qrels or f"qrels/{spec.split}.tsv")
 
 
 def read_corpus(path: Path) -> pd.DataFrame:
@@ -101,6 +138,8 @@ def build_task(
     provenance: str,
 ) -> TaskData:
     """Join the three BEIR tables into TaskData, listing every unknown id at once."""
+    import pandas as pd
+
     corpus_src, queries_src, qrels_src = sources
     problems = Problems()
     check_unique(corpus["_id"], Path(corpus_src), "doc id", problems)
@@ -146,6 +185,8 @@ def build_task(
 
 def _read_id_jsonl(path: Path, columns: dict[str, str]) -> pd.DataFrame:
     """Read a BEIR JSONL file; ids written as JSON numbers (some conversions do that) become strings."""
+    import pandas as pd
+
     try:
         frame = read_jsonl(path, columns)
     except MbenchError:

@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
+from mbench.data.adapter import FileAdapter, FilesSchema, LoadRequest
 from mbench.data.common import Problems
 from mbench.data.types import ItemTable, TaskData
 from mbench.errors import MbenchError
@@ -28,19 +28,49 @@ IMAGES_HINT = (
 )
 
 
+class CircoFiles(FilesSchema):
+    """A CIRCO task's files, relative to its folder."""
+
+    annotations: str | None = None
+    images: str = "unlabeled2017"
+    image_info: str = "image_info_unlabeled2017.json"
+
+
+class CircoAdapter(FileAdapter):
+    """CIRCO's repository layout with the COCO 2017 unlabeled images beside it (nothing to download)."""
+
+    name = "circo"
+    files = CircoFiles
+
+    def load(self, spec: TaskSpec, request: LoadRequest) -> TaskData:
+        """The split's queries, the image corpus and (val) the judgments."""
+        if request.folder is None:
+            raise MbenchError(request.not_found(spec))
+        return load_circo(spec, request.folder)
+
+    def count_file(self, spec: TaskSpec, folder: Path) -> int:
+        """The ground-truth images of every query of the annotation file."""
+        return count_relevant(spec, folder)[1]
+
+    def how_to_get(self, spec: TaskSpec) -> str:
+        """Where CIRCO data comes from."""
+        return (f"clone https://github.com/miccunifi/CIRCO into ROOT/{spec.data_folder} (annotations/) and unzip the "
+                "COCO 2017 unlabeled images (unlabeled2017/) and image_info_unlabeled2017.json there")
+
+
 def annotations_path(spec: TaskSpec, folder: Path) -> Path:
     """The task's annotation file."""
-    return folder / spec.files.get("annotations", f"annotations/{spec.split}.json")
+    return folder / (CircoAdapter().files_of(spec).annotations or f"annotations/{spec.split}.json")
 
 
 def images_folder(spec: TaskSpec, folder: Path) -> Path:
     """The folder of the COCO 2017 unlabeled JPEGs."""
-    return folder / spec.files.get("images", "unlabeled2017")
+    return folder / CircoAdapter().files_of(spec).images
 
 
 def image_info_path(spec: TaskSpec, folder: Path) -> Path:
     """COCO's ``image_info_unlabeled2017.json`` (optional: lists the corpus ids)."""
-    return folder / spec.files.get("image_info", "image_info_unlabeled2017.json")
+    return folder / CircoAdapter().files_of(spec).image_info
 
 
 def image_file_name(image_id: int) -> str:
@@ -81,6 +111,8 @@ def corpus_ids(spec: TaskSpec, folder: Path) -> tuple[list[int], list[str]]:
 
 def load_circo(spec: TaskSpec, folder: Path) -> TaskData:
     """Load a CIRCO split with its image corpus; every unknown image id is listed in one error."""
+    import pandas as pd
+
     path = annotations_path(spec, folder)
     queries = read_circo_annotations(path)
     for query in queries:

@@ -1,7 +1,8 @@
-"""The M-BEIR adapter: a directory in M-BEIR's layout (DESIGN.md section 4) -> TaskData.
+"""The M-BEIR adapter: a directory in M-BEIR's layout (``query/``, ``cand_pool/``, ``qrels/``,
+``instructions/``, ``mbeir_images/``, as TIGER-Lab/M-BEIR ships it) -> TaskData.
 
-Queries come from ``spec.files["queries"]``, judgments from ``spec.files["qrels"]`` (5 columns
-``qid 0 did rel task_id``), the local pool from ``spec.pools["local"].file``; the global pool is
+Queries come from ``files.queries``, judgments from ``files.qrels`` (5 columns
+``qid 0 did rel task_id``), the local pool from ``pools.local.file``; the global pool is
 the concatenation of the local pools of the tasks of the group named by ``union_of``. Image
 paths in the files are relative to the M-BEIR root and are stored absolute. qid and did are
 separate namespaces ("9:1" can be both), so identical ids are never dropped.
@@ -13,10 +14,11 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
+from mbench.data.adapter import FileAdapter, FilesSchema, LoadRequest
 from mbench.data.common import DataWarning, Problems, absolute_paths, check_unique, require_column
 from mbench.data.types import MODALITIES, ItemTable, TaskData
 from mbench.errors import MbenchError
@@ -24,6 +26,9 @@ from mbench.formats.jsonl import read_jsonl
 from mbench.formats.qrels import Qrels, read_mbeir_qrels
 from mbench.metrics import Relevance
 from mbench.tasks.spec import TaskSpec
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 QUERY_COLUMNS = {
     "qid": "string",
@@ -47,6 +52,82 @@ class PoolMember:
     task: str
     path: Path
     root: Path
+
+
+class MbeirFiles(FilesSchema):
+    """An M-BEIR task's files, relative to the M-BEIR root (its local pool file is ``pools.local.file``)."""
+
+    queries: str
+    qrels: str
+    instructions: str = INSTRUCTIONS_FILE
+
+
+class MbeirAdapter(FileAdapter):
+    """M-BEIR's layout on disk, or the files of one task from the pinned M-BEIR revision on the hub."""
+
+    name = "mbeir"
+    files = MbeirFiles
+    options = frozenset({"dataset_id", "uniir_task_id", "paper_task", "hf_dataset", "revision"})
+    downloads = True
+
+    def load(self, spec: TaskSpec, request: LoadRequest) -> TaskData:
+        """The task against its local pool, or against the union of its group's local pools (``union_of``)."""
+        folder = request.folder
+        if folder is None:
+            folder = request.from_hub(spec, lambda: _snapshot(spec, request))
+        members: list[PoolMember] = []
+        pool_spec = spec.pools.get(request.pool)
+        if pool_spec is not None and pool_spec.union_of is not None:
+            members = global_pool_members(spec, pool_spec.union_of, folder, request)
+        return load_mbeir(spec, folder, pool="local" if not members else request.pool, global_members=members,
+                          check_images=request.check_images)
+
+    def count_file(self, spec: TaskSpec, folder: Path) -> int:
+        """Lines of the task's 5-column qrels file."""
+        return count_judgments(spec, folder)
+
+    def how_to_get(self, spec: TaskSpec) -> str:
+        """Where M-BEIR comes from."""
+        return (f"download the M-BEIR dataset (huggingface-cli download {spec.hf_dataset or 'TIGER-Lab/M-BEIR'} "
+                f"--repo-type dataset{' --revision ' + spec.revision if spec.revision else ''} "
+                f"--local-dir ROOT/{spec.data_folder}) and extract its image archive there")
+
+
+def global_pool_members(spec: TaskSpec, group: str, folder: Path, request: LoadRequest) -> list[PoolMember]:
+    """The local pools whose concatenation is ``spec``'s pool ``union_of: group``, each file once."""
+    members: list[PoolMember] = []
+    seen: set[Path] = set()
+    for member in request.group_members(group):
+        local = member.pools.get("local")
+        if member.adapter != MbeirAdapter.name or local is None or local.file is None:
+            raise MbenchError(
+                f"task {spec.name}: pool union_of {group!r} includes {member.name}, which has no M-BEIR local pool file"
+            )
+        member_folder = folder if member.data_folder == spec.data_folder else request.folder_of(member)
+        if member_folder is None:
+            raise MbenchError(request.not_found(member))
+        path = (member_folder / local.file).absolute()
+        if path in seen:
+            continue
+        seen.add(path)
+        members.append(PoolMember(task=member.name, path=path, root=member_folder))
+    if not members:
+        raise MbenchError(f"task {spec.name}: group {group!r} of its pool has no tasks")
+    return members
+
+
+def _snapshot(spec: TaskSpec, request: LoadRequest) -> Path:
+    """Download the files this task reads from the pinned M-BEIR revision; return the snapshot folder."""
+    from huggingface_hub import snapshot_download
+
+    patterns = required_files(spec, "local") + [INSTRUCTIONS_FILE]
+    pool_spec = spec.pools.get(request.pool)
+    if pool_spec is not None and pool_spec.union_of is not None:
+        patterns += [m.pools["local"].file for m in request.group_members(pool_spec.union_of) if "local" in m.pools]
+    path = snapshot_download(
+        repo_id=spec.hf_dataset, repo_type="dataset", revision=spec.revision, allow_patterns=sorted(set(patterns))
+    )
+    return Path(path)
 
 
 def read_queries(path: Path) -> pd.DataFrame:
@@ -98,6 +179,8 @@ def read_global_pool(members: Sequence[PoolMember], problems: Problems) -> ItemT
 
 
 def _read_global_pool(members: Sequence[PoolMember], problems: Problems) -> ItemTable:
+    import pandas as pd
+
     frames, sources = [], []
     for number, member in enumerate(members):
         frame = read_pool(member.path)
@@ -181,6 +264,8 @@ def _relevance(
     problems: Problems,
 ) -> tuple[Relevance, np.ndarray]:
     """Map qrels onto query rows and pool indices; queries without judgments are dropped."""
+    import pandas as pd
+
     query_index = pd.Index(qids)
     if not query_index.is_unique:
         query_index = pd.Index(qids.drop_duplicates())
@@ -231,7 +316,9 @@ def count_judgments(spec: TaskSpec, folder: Path) -> int:
 
 def check_instructions(spec: TaskSpec, folder: Path) -> list[str]:
     """Compare the task's instructions with ``instructions/query_instructions.tsv`` when present; warn on differences."""
-    path = folder / spec.files.get("instructions", INSTRUCTIONS_FILE)
+    import pandas as pd
+
+    path = folder / MbeirAdapter().files_of(spec).instructions
     if not path.is_file() or spec.dataset_id is None:
         return []
     table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
@@ -264,16 +351,14 @@ def check_instructions(spec: TaskSpec, folder: Path) -> list[str]:
 
 def required_files(spec: TaskSpec, pool: str = "local") -> list[str]:
     """Paths, relative to the task folder, that loading the task reads (for hub downloads and checks)."""
-    files = [spec.files[key] for key in ("queries", "qrels") if key in spec.files]
+    files = [MbeirAdapter().files_of(spec).queries, MbeirAdapter().files_of(spec).qrels]
     if pool == "local" and "local" in spec.pools and spec.pools["local"].file:
         files.append(spec.pools["local"].file)
     return files
 
 
 def _task_file(spec: TaskSpec, folder: Path, key: str) -> Path:
-    if key not in spec.files:
-        raise MbenchError(f"task {spec.name}: `files` has no {key!r} entry (the mbeir adapter needs queries and qrels)")
-    return folder / spec.files[key]
+    return folder / getattr(MbeirAdapter().files_of(spec), key)
 
 
 def _local_pool_file(spec: TaskSpec) -> str:
@@ -293,6 +378,8 @@ def _check_modalities(values: pd.Series, path: Path, what: str, problems: Proble
 
 def _check_image_roots(folder: Path, query_images: list[str], pool: ItemTable) -> None:
     """A missing image directory is an error at load time; single missing files are `mbench validate`'s job."""
+    import pandas as pd
+
     # Vectorised over the (up to 5.6M) pool paths: only the distinct parent folders are stat'ed.
     paths = pd.Series(absolute_paths(folder, query_images) + list(pool.images), dtype=object).dropna()
     parents = paths.str.rpartition("/")[0].unique().tolist() if len(paths) else []
