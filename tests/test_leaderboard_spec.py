@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mbench.leaderboard import (
+from mbench.reporting.leaderboard import (
     LeaderboardFileError,
     list_packaged_leaderboards,
     load_leaderboard,

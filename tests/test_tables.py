@@ -16,8 +16,8 @@ import yaml
 from fake_results import fingerprint_of, rerank_info, write_result
 
 from mbench.cli import main
-from mbench.leaderboard import load_leaderboard
-from mbench.tables import build_table, format_number, latex_escape, render
+from mbench.reporting.leaderboard import load_leaderboard
+from mbench.reporting.tables import build_table, format_number, latex_escape, render
 
 REPO = Path(__file__).resolve().parents[1]
 TABLE1 = REPO / "leaderboards" / "mm-embed-table1.yaml"

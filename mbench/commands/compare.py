@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _side(path: Path, label: str) -> list:
-    from mbench.result_index import load_found, scan_results
+    from mbench.reporting.result_index import load_found, scan_results
     from mbench.results import result_exists
 
     if not path.exists():
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     """Compare the two sides and print one line per paired task."""
     import pandas as pd
 
-    from mbench.stats import compare_pair, match_results
+    from mbench.reporting.stats import compare_pair, match_results
 
     if args.resamples < 1:
         raise MbenchError("--resamples must be at least 1")

@@ -46,13 +46,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build the table and print (or write) it; notes about the choice of results go to stderr."""
-    from mbench.leaderboard import (
+    from mbench.reporting.leaderboard import (
         list_packaged_leaderboards,
         load_leaderboard,
         resolve_leaderboard_path,
     )
+    from mbench.reporting.tables import adhoc_leaderboard, build_table, render, significance
     from mbench.results import default_results_dir
-    from mbench.tables import adhoc_leaderboard, build_table, render, significance
 
     if args.list:
         for path in list_packaged_leaderboards():

@@ -288,7 +288,7 @@ def check_tasks(spec: Leaderboard, source: str, tasks_dirs: Iterable[str | Path]
 
 def packaged_leaderboards_dir() -> Path | None:
     """The shipped leaderboard YAMLs: inside the wheel, or the repository's `leaderboards/` from source."""
-    package_dir = Path(__file__).resolve().parent
+    package_dir = Path(__file__).resolve().parent.parent
     installed = package_dir / "_packaged" / "leaderboards"
     if installed.is_dir():
         return installed

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from mbench.errors import MbenchError
-from mbench.leaderboard import Leaderboard
-from mbench.tables import Table, build_table
+from mbench.reporting.leaderboard import Leaderboard
+from mbench.reporting.tables import Table, build_table
 
 PAPER_WIDTH_IN = 7.0
 DPI = 200

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mbench.errors import MbenchError
-from mbench.result_index import FoundResult, newest
+from mbench.reporting.result_index import FoundResult, newest
 
 DEFAULT_RESAMPLES = 10_000
 DEFAULT_SEED = 0

@@ -17,8 +17,8 @@ from pathlib import Path
 import pandas as pd
 
 from mbench.errors import MbenchError
-from mbench.leaderboard import Leaderboard, NumberFormat, ReferenceColumn, Row, RunColumn, parse_leaderboard
-from mbench.result_index import FoundResult, filter_results, newest, scan_results
+from mbench.reporting.leaderboard import Leaderboard, NumberFormat, ReferenceColumn, Row, RunColumn, parse_leaderboard
+from mbench.reporting.result_index import FoundResult, filter_results, newest, scan_results
 
 FORMATS = ("md", "latex", "csv", "html")
 MISSING = "–"
@@ -180,7 +180,7 @@ def significance(
     table: Table, baseline: str, *, n_resamples: int = 10_000, seed: int = 0
 ) -> dict[tuple[str, str], float]:
     """Sign-flip p-values of every run cell against the baseline run column, on task rows with both results."""
-    from mbench.stats import paired_values, sign_flip_p_value
+    from mbench.reporting.stats import paired_values, sign_flip_p_value
 
     names = {c.name: c.name for c in table.spec.runs} | {c.label: c.name for c in table.spec.runs}
     if baseline not in names:
@@ -463,7 +463,7 @@ def adhoc_leaderboard(
     tasks_dirs: Iterable[str | Path] = (),
 ) -> Leaderboard:
     """A leaderboard for `mbench table --tasks ... --models ... --metric ...` (no spec file)."""
-    from mbench.result_index import model_dir_name
+    from mbench.reporting.result_index import model_dir_name
     from mbench.tasks.index import get_index
 
     index = get_index(tasks_dirs)
@@ -508,7 +508,7 @@ def adhoc_leaderboard(
         ),
         "runs": [{"name": _column_name(m), "display": m, "model": m} for m in models],
     }
-    from mbench.leaderboard import check_tasks
+    from mbench.reporting.leaderboard import check_tasks
 
     leaderboard = parse_leaderboard(data, "mbench table --tasks")
     check_tasks(leaderboard, "mbench table --tasks", tasks_dirs)
