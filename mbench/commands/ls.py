@@ -9,6 +9,7 @@ import argparse
 import importlib
 from collections.abc import Sequence
 
+from mbench.commands.options import add_tasks_dir_argument
 from mbench.errors import MbenchError
 
 KINDS = ("tasks", "groups", "models", "adapters")
@@ -18,13 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the options of `mbench ls`."""
     parser.add_argument("kind", nargs="?", choices=KINDS, default="tasks", help="what to list (default: tasks)")
     parser.add_argument("--names", action="store_true", help="one name per line and nothing else (for scripts)")
-    parser.add_argument(
-        "--tasks-dir",
-        action="append",
-        default=[],
-        metavar="DIR",
-        help="an extra directory of task YAMLs, searched recursively (repeatable)",
-    )
+    add_tasks_dir_argument(parser)
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from mbench.commands.options import add_device_argument, add_reranker_arguments, add_tasks_dir_argument, resolve_device
 from mbench.engine.instructions import INSTRUCTION_POLICIES
 
 
@@ -21,11 +22,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, default=None, help="data root (default: $MBENCH_DATA)")
     parser.add_argument("--results-dir", type=Path, default=None, help="results root (default: $MBENCH_RESULTS or ./results)")
     parser.add_argument("--cache-dir", type=Path, default=None, help="cache root (default: $MBENCH_CACHE or ~/.cache/mbench)")
-    parser.add_argument("--tasks-dir", action="append", default=[], help="extra directory of task YAMLs (repeatable)")
+    add_tasks_dir_argument(parser)
     parser.add_argument("--instruction-policy", choices=INSTRUCTION_POLICIES, default="first",
                         help="which instruction each query gets (default: first, as the MM-Embed paper)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the 'seeded' instruction policy")
-    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
+    add_device_argument(parser)
     parser.add_argument("--batch-size", type=int, default=64, help="items per encoder call")
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers decoding images")
     parser.add_argument("--depth", type=int, default=None,
@@ -34,19 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shard-size", type=int, default=8192,
                         help="items per stored embedding shard: the most a killed run recomputes")
     parser.add_argument("--overwrite", action="store_true", help="recompute results that already exist")
-    parser.add_argument("--reranker", default=None,
-                        help="rerank the top-k of every task with this reranker (llava-next-tf, cross-encoder, ...)")
-    parser.add_argument("--reranker-arg", action="append", default=[], metavar="KEY=VALUE",
-                        help="argument of the reranker's factory (repeatable)")
-    parser.add_argument("--rerank-top-k", type=int, default=10, metavar="K", help="candidates reranked per query")
-    parser.add_argument("--rerank-batch-size", type=int, default=8, metavar="N", help="pairs per reranker forward pass")
+    add_reranker_arguments(parser, required=False)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-
-
-def _default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         model_args.setdefault("trust_remote_code", "true")
     from mbench.engine.distributed import current_world, rank_device
 
-    device = rank_device(args.device or _default_device())
+    device = rank_device(resolve_device(args.device))
     world = current_world(device)
     options = RunOptions(
         pool=args.pool,
@@ -126,17 +116,13 @@ def _rerank_all(args: argparse.Namespace, outcomes: list, options: object) -> li
     from mbench.engine.pipeline import TaskOutcome
     from mbench.engine.rerank import rerank_result
     from mbench.errors import MbenchError
-    from mbench.models.base import model_kind
-    from mbench.models.registry import build_model, parse_model_args
+    from mbench.models.registry import build_reranker
     from mbench.results import read_result
 
     if args.rerank_top_k < 1 or args.rerank_batch_size < 1:
         raise MbenchError("--rerank-top-k and --rerank-batch-size must be >= 1")
-    reranker_args = parse_model_args(args.reranker_arg)
-    reranker_args.setdefault("batch_size", str(args.rerank_batch_size))
-    reranker = build_model(args.reranker, reranker_args, device=options.device)
-    if model_kind(reranker) != "reranker":
-        raise MbenchError(f"{args.reranker!r} is a {model_kind(reranker)}, not a reranker (it has no score())")
+    reranker, reranker_args = build_reranker(args.reranker, args.reranker_arg, batch_size=args.rerank_batch_size,
+                                             device=options.device)
     out = []
     for spec, outcome in outcomes:
         out.append((spec, outcome))

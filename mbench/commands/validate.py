@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mbench.commands.options import add_tasks_dir_argument
 from mbench.data.validation import IMAGE_SAMPLE
 from mbench.errors import MbenchError
 
@@ -16,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the command's options."""
     parser.add_argument("tasks", nargs="+", metavar="TASK", help="task or group names (or glob patterns)")
     parser.add_argument("--data-dir", type=Path, default=None, help="data root (default: $MBENCH_DATA)")
-    parser.add_argument("--tasks-dir", type=Path, action="append", default=[], help="extra task YAML directory")
+    add_tasks_dir_argument(parser)
     parser.add_argument("--cache-dir", type=Path, default=None, help="cache directory (default: $MBENCH_CACHE)")
     parser.add_argument("--pool", default="local", choices=("local", "global"), help="which pool to check")
     parser.add_argument("--full", action="store_true", help=f"open every image (default: a sample of {IMAGE_SAMPLE})")

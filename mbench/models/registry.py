@@ -350,3 +350,18 @@ def _type_name(annotation: Any) -> str:
     if annotation is type(None):
         return "None"
     return getattr(annotation, "__name__", str(annotation))
+
+
+def build_reranker(
+    name: str, reranker_args: Sequence[str], *, batch_size: int, device: str | None, dtype: str | None = None
+) -> tuple[Any, dict[str, str]]:
+    """The reranker of ``--reranker``/``--reranker-arg`` and its arguments; ``batch_size`` fills the plugin's
+    ``batch_size`` unless given. A model that is not a reranker is refused."""
+    from mbench.models.base import model_kind
+
+    args = parse_model_args(reranker_args)
+    args.setdefault("batch_size", str(batch_size))
+    reranker = build_model(name, args, device=device, dtype=dtype)
+    if model_kind(reranker) != "reranker":
+        raise MbenchError(f"{name!r} is a {model_kind(reranker)}, not a reranker (it has no score())")
+    return reranker, args

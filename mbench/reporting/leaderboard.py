@@ -51,7 +51,7 @@ class ResultFilter(_Strict):
 
 
 class Row(ResultFilter):
-    """One task (or group, shown as the mean of its members) scored with one metric."""
+    """One task (or group, shown as the mean of its scored members) scored with one metric."""
 
     id: str | None = Field(default=None, pattern=_ID_PATTERN, description="key for averages and references; default: task")
     task: str = Field(description="task name, or a group name (mean over its direct members)")
@@ -262,7 +262,10 @@ def check_tasks(spec: Leaderboard, source: str, tasks_dirs: Iterable[str | Path]
         if row.task in index.tasks:
             members = [row.task]
         elif row.task in index.groups:
-            members = index.expand([row.task])
+            # A group row averages its scored members only (TaskIndex.scored_members).
+            members = index.scored_tasks([row.task])
+            if not members:
+                raise LeaderboardFileError(f"{source}: rows.{position}.task: group {row.task!r} has no scored task")
         else:
             try:
                 index.source(row.task)  # raises with close matches

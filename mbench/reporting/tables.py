@@ -78,10 +78,10 @@ class _RunFiller:
 
     def _task_or_group(self, row: Row, name: str, chain: tuple[str, ...]) -> float:
         if name in self.index.groups:
-            members = self.index.group(name).tasks
-            # A group is the mean over its direct members (a member group counts once), as MTEB averages CQADupStack.
-            values = [self._task_or_group(row, member, (*chain, name)) for member in members]
-            return float(sum(values) / len(values)) if all(not math.isnan(v) for v in values) else math.nan
+            # A group is the mean over its scored direct members (a member group counts once), as MTEB
+            # averages CQADupStack; TaskIndex.scored_members is the one rule for which members count.
+            values = [self._task_or_group(row, member, (*chain, name)) for member in self.index.scored_members(name)]
+            return _mean_if_complete(values)
         matches = filter_results(
             self.results,
             root=self.root,

@@ -149,6 +149,22 @@ class TaskIndex:
                 )
         return list(out)
 
+    def scored_members(self, group: str) -> list[str]:
+        """The direct members of ``group`` that a group mean averages: scored tasks, and member groups
+        with at least one scored task. Unscored tasks (``scored: false``, e.g. CIRCO test) are left out."""
+        members = []
+        for member in self.group(group).tasks:
+            if member in self.groups:
+                if self.scored_tasks([member]):
+                    members.append(member)
+            elif self.task(member).scored:
+                members.append(member)
+        return members
+
+    def scored_tasks(self, names: Iterable[str]) -> list[str]:
+        """``expand(names)`` without the unscored tasks: the tasks whose metrics a group row reads."""
+        return [name for name in self.expand(names) if self.task(name).scored]
+
     def _expand_group(self, name: str, chain: tuple[str, ...]) -> list[str]:
         if name in chain:
             cycle = " -> ".join((*chain[chain.index(name):], name))
