@@ -1,4 +1,4 @@
-"""`mbench ls tasks|groups|models|adapters [--names] [--tasks-dir DIR]`: what the harness knows about.
+"""`mbench ls tasks|groups|models|adapters|metrics [--names] [--tasks-dir DIR]`: what the harness knows about.
 
 Reads YAMLs and the registries' static tables only: no torch, no model code.
 """
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from mbench.commands.options import add_tasks_dir_argument
 from mbench.errors import MbenchError
 
-KINDS = ("tasks", "groups", "models", "adapters")
+KINDS = ("tasks", "groups", "models", "adapters", "metrics")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -83,10 +83,18 @@ def _adapters(args: argparse.Namespace) -> tuple[list[str], str]:
     return [name for name, _ in rows], format_table(("name", "source"), rows)
 
 
+def _metrics(args: argparse.Namespace) -> tuple[list[str], str]:
+    from mbench.metrics import METRICS
+
+    rows = [(f"{f.name}@k", f.definition, f.reference()) for f in METRICS.values()]
+    return [f.name for f in METRICS.values()], format_table(("name", "definition", "anchor"), rows)
+
+
 def run(args: argparse.Namespace) -> int:
-    """List tasks, groups, models or data adapters as a table, or one name per line with --names."""
-    if args.tasks_dir and args.kind in ("models", "adapters"):
+    """List tasks, groups, models, data adapters or metrics as a table, or one name per line with --names."""
+    if args.tasks_dir and args.kind not in ("tasks", "groups"):
         raise MbenchError(f"--tasks-dir applies to `ls tasks` and `ls groups`, not to {args.kind}")
-    names, table = {"tasks": _tasks, "groups": _groups, "models": _models, "adapters": _adapters}[args.kind](args)
+    listers = {"tasks": _tasks, "groups": _groups, "models": _models, "adapters": _adapters, "metrics": _metrics}
+    names, table = listers[args.kind](args)
     print("\n".join(names) if args.names else table)
     return 0

@@ -18,7 +18,7 @@ import numpy as np
 from mbench.errors import MbenchError
 from mbench.formats.qrels import Qrels
 from mbench.formats.runs import Run
-from mbench.metrics import Metric, Relevance, evaluate, parse_metric
+from mbench.metrics import METRICS, Metric, Relevance, evaluate, parse_metric
 
 if TYPE_CHECKING:
     from mbench.data.types import TaskData
@@ -64,9 +64,10 @@ def score_run(run: Run, qrels: Qrels, metrics: Sequence[str | Metric], *, comple
 
     parsed = [m if isinstance(m, Metric) else parse_metric(m) for m in metrics]
     for metric in parsed:
-        if metric.family == "modality_acc":
+        needs = METRICS[metric.family].needs
+        if "modalities" in needs:
             raise MbenchError(f"{metric.name} needs candidate modalities, which a run file does not carry")
-        if metric.family == "circo_recall" and qrels.targets is None:
+        if "targets" in needs and qrels.targets is None:
             raise MbenchError(f"{metric.name} needs per-query targets: give CIRCO annotations as QRELS (got {qrels.format} qrels)")
 
     in_qrels = _positions(run.qids, qrels.query_ids) >= 0
