@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from mbench.commands.options import add_device_argument, add_reranker_arguments, add_tasks_dir_argument, resolve_device
@@ -41,8 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build the model once, evaluate every task, print a table of main metrics."""
-    from mbench.engine.pipeline import RunOptions, run_task
-    from mbench.engine.store import EmbeddingStore, default_store_root
+    from mbench.engine.orchestrate import RerankRequest, compatible_tasks, run_tasks
+    from mbench.engine.pipeline import RunOptions
     from mbench.errors import MbenchError
     from mbench.models.registry import (
         accepted_args,
@@ -91,74 +90,14 @@ def run(args: argparse.Namespace) -> int:
         world=world,
     )
     model = build_model(args.model, model_args, device=device)
-    specs = _compatible_tasks(model.meta, specs, set(requested))
-    store = EmbeddingStore(default_store_root(args.cache_dir))
-    outcomes = []
-    for spec in specs:
-        outcome = run_task(model, model_args, spec, options, store=store)
-        if not world.is_main:
-            continue
-        status = "computed" if outcome.computed else "exists (use --overwrite to recompute)"
-        print(f"{spec.name} [{args.pool}]: {status} -> {outcome.directory}", file=sys.stderr)
-        outcomes.append((spec, outcome))
-    world.barrier()
-    if not world.is_main:  # rank 0 reranks, prints and has written every result
-        return 0
+    specs = compatible_tasks(model.meta, specs, requested)
+    rerank = None
     if args.reranker:
-        outcomes = _rerank_all(args, outcomes, options)
-    print(_summary_table(model.meta.name, outcomes))
+        rerank = RerankRequest(args.reranker, args.reranker_arg, args.rerank_top_k, args.rerank_batch_size)
+    outcomes = run_tasks(model, model_args, specs, options, rerank=rerank)
+    if world.is_main:
+        print(_summary_table(model.meta.name, outcomes))
     return 0
-
-
-def _rerank_all(args: argparse.Namespace, outcomes: list, options: object) -> list:
-    """Rerank every first-stage result; each rerank result is reported after its first stage."""
-    from mbench.data.loader import load_task
-    from mbench.engine.pipeline import TaskOutcome
-    from mbench.engine.rerank import rerank_result
-    from mbench.errors import MbenchError
-    from mbench.models.registry import build_reranker
-    from mbench.results import read_result
-
-    if args.rerank_top_k < 1 or args.rerank_batch_size < 1:
-        raise MbenchError("--rerank-top-k and --rerank-batch-size must be >= 1")
-    reranker, reranker_args = build_reranker(args.reranker, args.reranker_arg, batch_size=args.rerank_batch_size,
-                                             device=options.device)
-    out = []
-    for spec, outcome in outcomes:
-        out.append((spec, outcome))
-        data = outcome.data or load_task(spec, data_dir=options.data_dir, pool=options.pool, cache_dir=options.cache_dir)
-        directory = rerank_result(
-            outcome.directory, reranker, top_k=args.rerank_top_k, data=data, spec=spec, cache_dir=options.cache_dir,
-            batch_size=args.rerank_batch_size, progress=options.progress, overwrite=options.overwrite,
-            reranker_name=args.reranker, reranker_args=reranker_args, device=options.device,
-        )
-        print(f"{spec.name} [{options.pool}]: reranked top-{args.rerank_top_k} -> {directory}", file=sys.stderr)
-        out.append((spec, TaskOutcome(f"{spec.name} (rerank)", directory, computed=True, record=read_result(directory))))
-    return out
-
-
-def _compatible_tasks(meta: object, specs: list, named: set[str]) -> list:
-    """Tasks the model can run. A task named explicitly must be runnable; tasks that came from a
-    group and need modalities the model lacks are skipped with a notice, so `--tasks mini` runs
-    a text model on the group's text tasks."""
-    from mbench.errors import MbenchError
-    from mbench.models.base import check_modalities
-
-    kept, skipped = [], []
-    for spec in specs:
-        try:
-            check_modalities(meta, spec.query_modality, spec.cand_modality, spec.name)
-        except MbenchError:
-            if spec.name in named:
-                raise
-            skipped.append(f"{spec.name} ({spec.query_modality} -> {spec.cand_modality})")
-            continue
-        kept.append(spec)
-    if skipped:
-        print(f"skipping {len(skipped)} task(s) whose modalities {meta.name} lacks: {', '.join(skipped)}", file=sys.stderr)
-    if not kept:
-        raise MbenchError(f"model {meta.name!r} can run none of the requested tasks (all need modalities it lacks)")
-    return kept
 
 
 def _summary_table(model_name: str, outcomes: list) -> str:

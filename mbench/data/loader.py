@@ -10,6 +10,7 @@ from mbench.data.adapter import LoadRequest
 from mbench.data.common import hub_offline
 from mbench.data.registry import get_adapter
 from mbench.data.types import TaskData
+from mbench.engine.cache import cache_root
 from mbench.errors import MbenchError
 from mbench.tasks.spec import TaskSpec
 
@@ -23,13 +24,6 @@ def data_root(data_dir: Path | str | None) -> Path | None:
         return Path(data_dir).expanduser()
     env = os.environ.get("MBENCH_DATA")
     return Path(env).expanduser() if env else None
-
-
-def cache_root(cache_dir: Path | str | None = None) -> Path:
-    """The cache directory: ``cache_dir``, else ``$MBENCH_CACHE``, else ``~/.cache/mbench``."""
-    if cache_dir is not None:
-        return Path(cache_dir).expanduser()
-    return Path(os.environ.get("MBENCH_CACHE") or "~/.cache/mbench").expanduser()
 
 
 def local_folder(spec: TaskSpec, *, data_dir: Path | str | None, cache_dir: Path | str | None = None) -> Path | None:

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import sqlite3
 import sys
 import time
 from collections.abc import Sequence
@@ -45,68 +44,11 @@ from typing import Any
 import numpy as np
 
 from mbench.data.types import ItemTable, TaskData
-from mbench.engine.encode import item_digest
+from mbench.engine.cache.keys import item_digest, pair_key
+from mbench.engine.cache.scores import ScoreCache
+from mbench.engine.ranking import drop_excluded, rank_scores
 from mbench.errors import MbenchError
 from mbench.tasks.spec import TaskSpec
-
-RERANK_CACHE_SUBDIR = "rerank"
-CACHE_FILE = "scores.sqlite"
-
-
-# -- identities and the score cache -----------------------------------------------------------
-
-
-def pair_key(reranker_fingerprint: str, prompt: str | None, query_digest: str, cand_digest: str) -> str:
-    """The cache key of one pair score."""
-    payload = "\x1f".join((reranker_fingerprint, "\x00" if prompt is None else prompt, query_digest, cand_digest))
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
-
-
-class ScoreCache:
-    """Pair scores in one SQLite file (no pickle): ``key -> score``; safe for several processes."""
-
-    def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=60)
-        try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("CREATE TABLE IF NOT EXISTS scores (key TEXT PRIMARY KEY, score REAL NOT NULL)")
-            self._db.commit()
-        except sqlite3.DatabaseError as err:
-            self._db.close()
-            raise MbenchError(f"rerank score cache {self.path} is not a readable SQLite file ({err}); delete it") from err
-
-    @classmethod
-    def in_cache_dir(cls, cache_dir: Path | str | None) -> ScoreCache:
-        """The cache under ``cache_dir`` (default ``$MBENCH_CACHE`` or ``~/.cache/mbench``)/rerank/."""
-        from mbench.data.loader import cache_root
-
-        return cls(cache_root(cache_dir) / RERANK_CACHE_SUBDIR / CACHE_FILE)
-
-    def get_many(self, keys: Sequence[str]) -> dict[str, float]:
-        """The stored scores of those ``keys`` that are stored."""
-        found: dict[str, float] = {}
-        unique = list(dict.fromkeys(keys))
-        for start in range(0, len(unique), 500):  # SQLite limits the number of bound parameters
-            chunk = unique[start: start + 500]
-            marks = ",".join("?" * len(chunk))
-            for key, score in self._db.execute(f"SELECT key, score FROM scores WHERE key IN ({marks})", chunk):
-                found[key] = float(score)
-        return found
-
-    def put_many(self, scores: dict[str, float]) -> None:
-        """Store ``scores`` (one transaction)."""
-        with self._db:
-            self._db.executemany("INSERT OR REPLACE INTO scores (key, score) VALUES (?, ?)", list(scores.items()))
-
-    def __len__(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM scores").fetchone()[0])
-
-    def close(self) -> None:
-        """Close the database connection."""
-        self._db.close()
-
 
 # -- reranking a ranking matrix ---------------------------------------------------------------
 
@@ -121,31 +63,6 @@ class RerankOutput:
     first_stage_rank: np.ndarray
     pairs_scored: int
     pairs_cached: int
-
-
-def rank_scores(ranking: np.ndarray) -> np.ndarray:
-    """Rank-based run scores: n - r + 1 at rank r of a row's n ranked candidates, NaN on padding."""
-    valid = ranking >= 0
-    n = valid.sum(axis=1, keepdims=True)
-    position = np.cumsum(valid, axis=1)
-    return np.where(valid, (n - position + 1).astype(np.float64), np.nan)
-
-
-def drop_excluded(ranking: np.ndarray, excluded: np.ndarray | None) -> np.ndarray:
-    """``ranking`` with each row's excluded pool index removed (rows shifted left, -1 padded)."""
-    if excluded is None:
-        return ranking
-    excluded = np.asarray(excluded, dtype=np.int64)
-    hit = (ranking == excluded[:, None]) & (excluded[:, None] >= 0)
-    if not hit.any():
-        return ranking
-    out = np.full_like(ranking, -1)
-    for row in np.flatnonzero(hit.any(axis=1)).tolist():
-        kept = ranking[row][~hit[row]]
-        out[row, : kept.size] = kept
-    untouched = ~hit.any(axis=1)
-    out[untouched] = ranking[untouched]
-    return out
 
 
 def rerank_ranking(
@@ -178,7 +95,7 @@ def rerank_ranking(
         raise MbenchError(f"--rerank-top-k must be >= 1, got {top_k}")
     if batch_size < 1:
         raise MbenchError(f"--rerank-batch-size must be >= 1, got {batch_size}")
-    ranking = drop_excluded(ranking, excluded)
+    _, ranking = drop_excluded(None, ranking, excluded, ranking.shape[1])
     k = min(top_k, ranking.shape[1])
     top = ranking[:, :k]
     rows, cols = np.nonzero(top >= 0)

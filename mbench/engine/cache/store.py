@@ -45,6 +45,7 @@ from typing import Any, Literal
 import numpy as np
 
 from mbench import __version__
+from mbench.engine.cache import store_root
 from mbench.errors import MbenchError
 from mbench.formats.atomic import TMP_SUFFIX, atomic_write_bytes, writer_is_dead
 
@@ -63,17 +64,6 @@ _KEY_RE = re.compile(r"^[0-9a-f]{8,128}$")
 _RECORD_RE = re.compile(r"^shard-(\d{6,})\.json$")
 _DATA_RE = re.compile(r"^shard-(\d{6,})-[0-9a-f]{8}\.npy$")
 _HASH_CHUNK = 8 << 20
-
-
-def default_cache_dir() -> Path:
-    """The mbench cache directory: ``$MBENCH_CACHE`` or ``~/.cache/mbench``."""
-    env = os.environ.get("MBENCH_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "mbench"
-
-
-def default_store_root(cache_dir: Path | str | None = None) -> Path:
-    """Where embeddings live inside a cache directory (``<cache_dir>/embeddings``)."""
-    return Path(cache_dir if cache_dir is not None else default_cache_dir()).expanduser() / "embeddings"
 
 
 class NonFiniteEmbeddingError(MbenchError):
@@ -540,7 +530,7 @@ class EmbeddingStore:
     """A directory of entries, one per key (``<root>/<key>/``); default root ``$MBENCH_CACHE/embeddings``."""
 
     def __init__(self, root: Path | str | None = None) -> None:
-        self.root = Path(root).expanduser() if root is not None else default_store_root()
+        self.root = Path(root).expanduser() if root is not None else store_root()
 
     def __repr__(self) -> str:
         return f"EmbeddingStore({str(self.root)!r})"
