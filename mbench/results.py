@@ -105,6 +105,21 @@ class ResultRecord:
         """The retriever's fingerprint (hex; empty when not recorded)."""
         return str(self.model.get("fingerprint", ""))
 
+    @property
+    def reranker_name(self) -> str | None:
+        """The reranker's name for a rerank result, else None."""
+        return None if self.rerank is None else self.rerank.reranker.get("name")
+
+    @property
+    def rerank_top_k(self) -> int | None:
+        """How many first-stage candidates were reranked, else None."""
+        return None if self.rerank is None else self.rerank.top_k
+
+    @property
+    def variant(self) -> str:
+        """``retrieval``, or ``rerank:<reranker>@top<k>``: what tells results of one model on one task apart."""
+        return "retrieval" if self.kind != "rerank" else f"rerank:{self.reranker_name}@top{self.rerank_top_k}"
+
     def to_json(self) -> dict[str, Any]:
         """The JSON object written to ``result.json``."""
         return _to_json(self)

@@ -167,7 +167,7 @@ def test_an_entry_point_cannot_take_a_builtin_name(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
     registry.clear_cache()
     try:
-        with pytest.raises(MbenchError, match=r"entry point 'beir' .* has the name of a built-in adapter"):
+        with pytest.raises(MbenchError, match=r"entry point 'beir' .* is shadowed by the built-in adapter"):
             registry.adapter_names()
     finally:
         registry.clear_cache()

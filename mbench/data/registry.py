@@ -13,6 +13,7 @@ import importlib.metadata
 from typing import TYPE_CHECKING
 
 from mbench.errors import MbenchError
+from mbench.plugins import entry_points_by_name, load_entry_point
 
 if TYPE_CHECKING:
     from mbench.data.adapter import Adapter
@@ -31,21 +32,7 @@ _MEMBERS = ("name", "files", "options", "downloads", "load", "count", "validate"
 @functools.lru_cache(maxsize=1)
 def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
     # Cached: every task YAML validated asks whether its adapter exists.
-    found = sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
-    out: dict[str, importlib.metadata.EntryPoint] = {}
-    for ep in found:
-        if ep.name in BUILTINS:
-            raise MbenchError(
-                f"entry point {ep.name!r} ({ep.value}) in group {ENTRY_POINT_GROUP!r} has the name of a built-in "
-                "adapter; rename it"
-            )
-        if ep.name in out:
-            raise MbenchError(
-                f"two installed packages register the adapter {ep.name!r} in {ENTRY_POINT_GROUP!r}: "
-                f"{out[ep.name].value} and {ep.value}; uninstall one"
-            )
-        out[ep.name] = ep
-    return out
+    return entry_points_by_name(ENTRY_POINT_GROUP, builtin_names=BUILTINS, kind="adapter", shadow_is_error=True)
 
 
 def adapter_names() -> list[str]:
@@ -75,10 +62,7 @@ def get_adapter(name: str) -> Adapter:
                 f"(plugins register theirs in the entry-point group {ENTRY_POINT_GROUP!r})"
             )
         where = f"adapter {name!r} (entry point {entry_points[name].value})"
-        try:
-            target = entry_points[name].load()
-        except Exception as err:  # a broken third-party plugin must name itself, not crash the CLI
-            raise MbenchError(f"{where}: cannot load: {type(err).__name__}: {err}") from err
+        target = load_entry_point(entry_points[name], where)
     adapter = target() if isinstance(target, type) else target
     missing = [member for member in _MEMBERS if not hasattr(adapter, member)]
     if missing:

@@ -14,13 +14,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mbench.errors import MbenchError
 from mbench.metrics import parse_metric
-
-_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 _ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\-+@]*$"
 
@@ -237,17 +234,10 @@ def parse_leaderboard(data: Any, source: str) -> Leaderboard:
 
 def load_leaderboard(path: str | Path, tasks_dirs: Iterable[str | Path] = ()) -> Leaderboard:
     """Read, validate and check a leaderboard YAML against the task index."""
+    from mbench.tasks.loader import read_yaml
+
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise LeaderboardFileError(f"{path}: no such file (packaged specs: `mbench table --list`)") from None
-    try:
-        data = yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a safe loader, C or Python
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        raise LeaderboardFileError(f"{where}: malformed YAML: {getattr(err, 'problem', None) or err}") from None
+    data = read_yaml(path, LeaderboardFileError, missing="no such file (packaged specs: `mbench table --list`)")
     spec = parse_leaderboard(data, str(path))
     check_tasks(spec, str(path), tasks_dirs)
     return spec

@@ -18,7 +18,7 @@ from mbench.results import PER_QUERY_FILE, RESULT_FILE, ResultRecord, read_resul
 
 @dataclass(frozen=True)
 class FoundResult:
-    """One complete result: its folder and its record."""
+    """One complete result: its folder and its record (``record.task``, ``record.variant``, ...)."""
 
     directory: Path
     record: ResultRecord
@@ -34,46 +34,9 @@ class FoundResult:
         return self.record.pool
 
     @property
-    def kind(self) -> str:
-        """`retrieval` or `rerank`."""
-        return self.record.kind
-
-    @property
-    def model_name(self) -> str:
-        """The retriever's name as recorded."""
-        return self.record.model_name
-
-    @property
-    def fingerprint(self) -> str:
-        """The retriever's fingerprint (hex)."""
-        return self.record.fingerprint
-
-    @property
-    def reranker_name(self) -> str | None:
-        """The reranker's name for a rerank result, else None."""
-        return None if self.record.rerank is None else self.record.rerank.reranker.get("name")
-
-    @property
-    def rerank_top_k(self) -> int | None:
-        """How many first-stage candidates were reranked, else None."""
-        return None if self.record.rerank is None else self.record.rerank.top_k
-
-    @property
-    def variant(self) -> str:
-        """`retrieval`, or `rerank:<reranker>@top<k>`: what distinguishes results of one model on one task."""
-        if self.kind != "rerank":
-            return "retrieval"
-        return f"rerank:{self.reranker_name}@top{self.rerank_top_k}"
-
-    @property
     def created(self) -> datetime:
         """When the result was written (timezone-aware; results without a date sort first)."""
         return _parse_created(self.record.created)
-
-    @property
-    def main_metric(self) -> str:
-        """The task's main metric as recorded."""
-        return str(self.record.main_metric)
 
     @property
     def per_query_path(self) -> Path:
@@ -82,7 +45,8 @@ class FoundResult:
 
     def describe(self) -> str:
         """A short human-readable name: model, fingerprint prefix, task, pool, variant."""
-        return f"{self.model_name}/{self.fingerprint[:12]} {self.task} [{self.pool}, {self.variant}]"
+        record = self.record
+        return f"{record.model_name}/{record.fingerprint[:12]} {record.task} [{record.pool}, {record.variant}]"
 
 
 def _parse_created(value: Any) -> datetime:
@@ -132,18 +96,18 @@ def filter_results(
     """The results that match every given selector (None selects anything)."""
     matched = []
     for found in results:
-        if found.task != task or (pool is not None and found.pool != pool) or found.kind != kind:
+        record = found.record
+        if record.task != task or (pool is not None and record.pool != pool) or record.kind != kind:
             continue
         # A run is found by the plugin's own name, its folder, or the name the user ran it with
         # (an alias such as `minilm`).
-        if model is not None and model not in (found.model_name, model_dir_name(found, root),
-                                               found.record.requested_model):
+        if model is not None and model not in (record.model_name, model_dir_name(found, root), record.requested_model):
             continue
-        if fingerprint is not None and not found.fingerprint.startswith(fingerprint):
+        if fingerprint is not None and not record.fingerprint.startswith(fingerprint):
             continue
-        if reranker is not None and found.reranker_name != reranker:
+        if reranker is not None and record.reranker_name != reranker:
             continue
-        if top_k is not None and found.rerank_top_k != top_k:
+        if top_k is not None and record.rerank_top_k != top_k:
             continue
         matched.append(found)
     return matched

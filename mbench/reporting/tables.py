@@ -95,7 +95,7 @@ class _RunFiller:
             return math.nan
         chosen = newest(matches)
         if len(matches) > 1:
-            fingerprints = sorted({m.fingerprint[:12] for m in matches})
+            fingerprints = sorted({m.record.fingerprint[:12] for m in matches})
             self.ambiguous.append(f"{name} ({len(matches)} results, fingerprints {', '.join(fingerprints)})")
         if not chain:
             self.chosen[row.key] = chosen
@@ -470,7 +470,7 @@ def adhoc_leaderboard(
     task_names = index.expand(tasks)
     found = scan_results(Path(results_dir))
     if not models:
-        models = sorted({f.model_name for f in found if f.task in task_names})
+        models = sorted({f.record.model_name for f in found if f.task in task_names})
         if not models:
             raise MbenchError(f"no results for {', '.join(tasks)} under {results_dir}; pass --results-dir or run them")
     rows = []
@@ -481,7 +481,7 @@ def adhoc_leaderboard(
         row_pool = pool
         if row_pool is None:
             pools = sorted(
-                {f.pool for f in found if f.task == task_name and (f.model_name in models or model_dir_name(f, Path(results_dir)) in models)}
+                {f.pool for f in found if f.task == task_name and (f.record.model_name in models or model_dir_name(f, Path(results_dir)) in models)}
             )
             if len(pools) > 1:
                 raise MbenchError(f"{task_name}: results exist for pools {', '.join(pools)}; choose one with --pool")

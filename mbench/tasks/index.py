@@ -27,6 +27,7 @@ from pathlib import Path
 from types import ModuleType
 
 from mbench.errors import MbenchError
+from mbench.plugins import load_entry_point
 from mbench.tasks.loader import LoadedFile, TaskFileError, is_base_file, load_file
 from mbench.tasks.spec import GroupSpec, TaskSpec
 
@@ -55,10 +56,7 @@ def packaged_tasks_dir() -> Path:
 
 def _entry_point_dir(ep: metadata.EntryPoint) -> Path:
     where = f"entry point {ep.name!r} = {ep.value!r} (group {ENTRY_POINT_GROUP})"
-    try:
-        target = ep.load()
-    except Exception as err:  # any import error of a third-party plugin must name the plugin
-        raise MbenchError(f"{where}: cannot load: {type(err).__name__}: {err}") from err
+    target = load_entry_point(ep, where)
     if isinstance(target, (str, os.PathLike)):
         directory = Path(target)
     elif isinstance(target, ModuleType):

@@ -5,8 +5,10 @@ local candidate pools, 5-column qrels, JPEG images under ``mbeir_images/`` and t
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from mbench.data.mini.scenes import (
     COLOURS,
@@ -362,36 +364,37 @@ def _entities(writer: _MbeirWriter) -> None:
         writer.write(task, queries, pool)
 
 
+def _composed(writer: _MbeirWriter, task: MiniTask, dataset: str, targets: list, draw: Callable[[Any, str], Any],
+              change_of: Callable[[Any, int], tuple[Any, str]]) -> None:
+    """A composed-retrieval task: (reference image, change) -> its target, the pool being the targets."""
+    pool = [writer.candidate(task, None, writer.image(dataset, draw(t, f"{task.name}/pool/{i}")))
+            for i, t in enumerate(targets)]
+    queries = []
+    for i, target in enumerate(targets[: task.n_queries]):
+        reference, change = change_of(target, i)
+        image = writer.image(dataset, draw(reference, f"{task.name}/query/{i}"))
+        queries.append(writer.query(task, change, image, [pool[i]["did"]]))
+    writer.write(task, queries, pool)
+
+
 def _fashioniq(writer: _MbeirWriter) -> None:
     """(reference garment, change) -> target garment of the same kind in another colour or pattern."""
     task = _task("mini.mbeir.fashioniq.it2i")
     rng = seeded_rng(task.name)
-    targets = distinct_garments(rng, task.pool_size)
-    pool = [writer.candidate(task, None, writer.image("fashioniq", garment_image(g, f"{task.name}/pool/{i}")))
-            for i, g in enumerate(targets)]
-    queries = []
-    for i, target in enumerate(targets[: task.n_queries]):
+
+    def change_of(target: Any, i: int) -> tuple[Any, str]:
         if i % 2 == 0:
             reference = replace(target, colour=(target.colour + 1 + rng.randrange(len(COLOURS) - 1)) % len(COLOURS))
-            change = f"is {COLOURS[target.colour][0]} instead of {COLOURS[reference.colour][0]}"
-        else:
-            reference = replace(target, pattern=(target.pattern + 1 + rng.randrange(2)) % len(PATTERNS))
-            change = f"is {PATTERNS[target.pattern]} and not {PATTERNS[reference.pattern]}"
-        image = writer.image("fashioniq", garment_image(reference, f"{task.name}/query/{i}"))
-        queries.append(writer.query(task, change, image, [pool[i]["did"]]))
-    writer.write(task, queries, pool)
+            return reference, f"is {COLOURS[target.colour][0]} instead of {COLOURS[reference.colour][0]}"
+        reference = replace(target, pattern=(target.pattern + 1 + rng.randrange(2)) % len(PATTERNS))
+        return reference, f"is {PATTERNS[target.pattern]} and not {PATTERNS[reference.pattern]}"
+
+    _composed(writer, task, "fashioniq", distinct_garments(rng, task.pool_size), garment_image, change_of)
 
 
 def _cirr(writer: _MbeirWriter) -> None:
     """(reference scene, modification) -> target scene with one attribute changed."""
     task = _task("mini.mbeir.cirr.it2i")
     rng = seeded_rng(task.name)
-    targets = distinct_scenes(rng, task.pool_size)
-    pool = [writer.candidate(task, None, writer.image("cirr", scene_image(s, f"{task.name}/pool/{i}")))
-            for i, s in enumerate(targets)]
-    queries = []
-    for i, target in enumerate(targets[: task.n_queries]):
-        reference, change = modify(target, i, rng)
-        image = writer.image("cirr", scene_image(reference, f"{task.name}/query/{i}"))
-        queries.append(writer.query(task, change, image, [pool[i]["did"]]))
-    writer.write(task, queries, pool)
+    _composed(writer, task, "cirr", distinct_scenes(rng, task.pool_size), scene_image,
+              lambda target, i: modify(target, i, rng))

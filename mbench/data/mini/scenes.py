@@ -5,9 +5,12 @@ deterministic random streams, JPEG settings and text writing every layout uses.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 MINI_VERSION = "mini-v1"
 IMAGE_SIZE = 96
@@ -85,17 +88,21 @@ def _all_scenes() -> list[Scene]:
     ]
 
 
-def distinct_scenes(rng: random.Random, n: int) -> list[Scene]:
-    """``n`` scenes that differ in (colour, object, place), so each caption has one true image."""
+def _distinct(rng: random.Random, everything: list[T], key: Callable[[T], tuple], n: int) -> list[T]:
+    """The first ``n`` of a shuffle of ``everything`` whose ``key`` has not been seen before."""
     seen, out = set(), []
-    for scene in rng.sample(_all_scenes(), len(_all_scenes())):
-        key = (scene.colour, scene.obj, scene.place)
-        if key not in seen:
-            seen.add(key)
-            out.append(scene)
+    for thing in rng.sample(everything, len(everything)):
+        if key(thing) not in seen:
+            seen.add(key(thing))
+            out.append(thing)
         if len(out) == n:
             break
     return out
+
+
+def distinct_scenes(rng: random.Random, n: int) -> list[Scene]:
+    """``n`` scenes that differ in (colour, object, place), so each caption has one true image."""
+    return _distinct(rng, _all_scenes(), lambda scene: (scene.colour, scene.obj, scene.place), n)
 
 
 def _cap(text: str) -> str:
@@ -152,15 +159,7 @@ def distinct_garments(rng: random.Random, n: int) -> list[Garment]:
         for k in range(len(GARMENTS)) for c in range(len(COLOURS)) for p in range(len(PATTERNS))
         for m in range(len(MATERIALS))
     ]
-    seen, out = set(), []
-    for garment in rng.sample(everything, len(everything)):
-        key = (garment.kind, garment.colour, garment.pattern)
-        if key not in seen:
-            seen.add(key)
-            out.append(garment)
-        if len(out) == n:
-            break
-    return out
+    return _distinct(rng, everything, lambda garment: (garment.kind, garment.colour, garment.pattern), n)
 
 
 # ---------------------------------------------------------------- images
