@@ -20,14 +20,10 @@ trec_eval's rule) is exactly the reranked order and scoring the file gives the s
 The reranker's own scores are kept beside it in ``rerank_scores.parquet`` (qid, docid, rank,
 first_stage_rank, score) for the reranked top-k.
 
-Score cache. Every pair score is stored in SQLite under ``<cache>/rerank/scores.sqlite`` keyed by
-sha256 of (reranker fingerprint, prompt template, query content digest, candidate content
-digest); the template and the two items determine the rendered prompt. A rerun scores nothing,
-a changed template, checkpoint or dtype (all in the key) misses. Scores are committed after
-every batch, so an interrupted rerank resumes where it stopped. Content digests cover the
-modality, the text and the image: its path relative to the dataset root plus its size (as the
-embedding store does; hashing every image's bytes would read the whole top-k again), or the
-bytes' sha256 for in-memory images.
+Score cache. Every pair score is stored in the cache (``engine.cache.scores``) under a key of the
+reranker fingerprint, prompt template and both items' content (``engine.cache.keys.pair_key``):
+a rerun scores nothing, a changed template, checkpoint or dtype misses, and an interrupted rerank
+resumes where it stopped. Excluded candidates are dropped by ``engine.ranking.drop_excluded``.
 """
 
 from __future__ import annotations
