@@ -87,8 +87,9 @@ def run(args: argparse.Namespace) -> int:
     for note in table.notes:
         print(f"mbench table: note: {note}", file=sys.stderr)
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text, encoding="utf-8")
+        from mbench.formats.atomic import atomic_write_bytes
+
+        atomic_write_bytes(args.out, text.encode("utf-8"))
     else:
         sys.stdout.write(text)
     return 0

@@ -10,6 +10,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from mbench.formats.atomic import atomic_write_bytes
+
 T = TypeVar("T")
 
 MINI_VERSION = "mini-v1"
@@ -256,10 +258,8 @@ def save_jpeg(image: Any, path: Path) -> None:
 
 
 def write_text(path: Path, text: str) -> None:
-    """Write ``text`` as UTF-8 with ``\\n`` line ends (files that are no judgment or table format)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8", newline="\n") as handle:
-        handle.write(text)
+    """Write ``text`` as UTF-8 (files that are no judgment or table format: the instruction TSV, image info)."""
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def seeded_rng(name: str) -> random.Random:
