@@ -19,7 +19,8 @@ import pytest
 
 from mbench import faults
 from mbench.cli import main
-from mbench.engine.store import EmbeddingStore, default_store_root
+from mbench.engine.cache import store_root
+from mbench.engine.cache.store import EmbeddingStore
 from mbench.errors import MbenchError
 from mbench.formats.checked_json import ChecksumError, dumps_checked, loads_checked
 from mbench.results import read_result, result_dir, verify_result
@@ -89,7 +90,7 @@ def test_a_flipped_bit_anywhere_in_a_checked_json_file_is_detected():
         flipped = bytearray(data)
         flipped[bit // 8] ^= 1 << (bit % 8)
         with pytest.raises(ChecksumError):
-            loads_checked(bytes(flipped), legacy_keys={"n_items", "created", "meta"})
+            loads_checked(bytes(flipped), legacy=lambda record: set(record) <= {"n_items", "created", "meta"})
 
 
 def test_a_flipped_metric_in_result_json_is_detected_and_the_run_computes_it_again(env, capsys):
@@ -131,7 +132,7 @@ def test_remote_code_is_not_a_model_argument(env, capsys):
 
 
 def _store_with_entry(cache: Path) -> tuple[EmbeddingStore, str]:
-    store = EmbeddingStore(default_store_root(cache))
+    store = EmbeddingStore(store_root(cache))
     key = "ab" * 32
     entry = store.entry(key, 4, shard_size=2, meta={"model": "m", "role": "query"})
     entry.write_shard(0, np.ones((2, 3), np.float32))
@@ -177,7 +178,7 @@ def test_cache_gc_leaves_an_entry_a_running_process_uses(tmp_path, capsys):
 def test_rewriting_a_result_keeps_the_old_result_json_until_the_new_one_replaces_it(env, monkeypatch):
     # A second run writing the same folder used to delete result.json first, so a run reading the
     # folder at that moment (two runs at once on one results root) failed with "no result".
-    from mbench import runfiles
+    from mbench.formats import runs as runfiles
 
     assert run(env, "--reranker", "campaign.plugins:pair_reranker", "--rerank-top-k", "3") == 0
     seen = []

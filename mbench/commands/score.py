@@ -48,10 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Score the run and print the averages (and per-query values) as a table or JSON."""
+    from mbench.engine.scoring import score_run
+    from mbench.formats.qrels import read_qrels
+    from mbench.formats.runs import read_run
     from mbench.metrics import parse_metric, required_depth
-    from mbench.qrels import read_qrels
-    from mbench.runfiles import read_run
-    from mbench.scoring import score_run
 
     qrels = read_qrels(args.qrels, args.qrels_format)
     names = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None

@@ -8,17 +8,16 @@ the pool index of ``target_img_id``. The test split has no ground truth: relevan
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
+from mbench.data.adapter import FileAdapter, FilesSchema, LoadRequest
 from mbench.data.common import Problems, inside_folder
 from mbench.data.types import ItemTable, TaskData
-from mbench.columnfile import id_from_json, read_json
 from mbench.errors import MbenchError
+from mbench.formats.circo import read_circo_annotations
+from mbench.formats.columns import read_json
 from mbench.metrics import Relevance
 from mbench.tasks.spec import TaskSpec
 
@@ -29,30 +28,49 @@ IMAGES_HINT = (
 )
 
 
-@dataclass(frozen=True)
-class CircoQuery:
-    """One CIRCO annotation: a reference image, a relative caption and (val only) the ground truth."""
+class CircoFiles(FilesSchema):
+    """A CIRCO task's files, relative to its folder."""
 
-    id: str
-    reference_img_id: int
-    relative_caption: str
-    target_img_id: int | None
-    gt_img_ids: tuple[int, ...]
+    annotations: str | None = None
+    images: str = "unlabeled2017"
+    image_info: str = "image_info_unlabeled2017.json"
+
+
+class CircoAdapter(FileAdapter):
+    """CIRCO's repository layout with the COCO 2017 unlabeled images beside it (nothing to download)."""
+
+    name = "circo"
+    files = CircoFiles
+
+    def load(self, spec: TaskSpec, request: LoadRequest) -> TaskData:
+        """The split's queries, the image corpus and (val) the judgments."""
+        if request.folder is None:
+            raise MbenchError(request.not_found(spec))
+        return load_circo(spec, request.folder)
+
+    def count_file(self, spec: TaskSpec, folder: Path) -> int:
+        """The ground-truth images of every query of the annotation file."""
+        return count_relevant(spec, folder)[1]
+
+    def how_to_get(self, spec: TaskSpec) -> str:
+        """Where CIRCO data comes from."""
+        return (f"clone https://github.com/miccunifi/CIRCO into ROOT/{spec.data_folder} (annotations/) and unzip the "
+                "COCO 2017 unlabeled images (unlabeled2017/) and image_info_unlabeled2017.json there")
 
 
 def annotations_path(spec: TaskSpec, folder: Path) -> Path:
     """The task's annotation file."""
-    return inside_folder(folder, spec.files.get("annotations", f"annotations/{spec.split}.json"))
+    return inside_folder(folder, CircoAdapter().files_of(spec).annotations or f"annotations/{spec.split}.json")
 
 
 def images_folder(spec: TaskSpec, folder: Path) -> Path:
     """The folder of the COCO 2017 unlabeled JPEGs."""
-    return inside_folder(folder, spec.files.get("images", "unlabeled2017"))
+    return inside_folder(folder, CircoAdapter().files_of(spec).images)
 
 
 def image_info_path(spec: TaskSpec, folder: Path) -> Path:
     """COCO's ``image_info_unlabeled2017.json`` (optional: lists the corpus ids)."""
-    return inside_folder(folder, spec.files.get("image_info", "image_info_unlabeled2017.json"))
+    return inside_folder(folder, CircoAdapter().files_of(spec).image_info)
 
 
 def image_file_name(image_id: int) -> str:
@@ -60,58 +78,9 @@ def image_file_name(image_id: int) -> str:
     return f"{image_id:012d}.jpg"
 
 
-def read_annotations(path: Path) -> list[CircoQuery]:
-    """The queries of one CIRCO annotation file (reads annotations only; no images needed).
-
-    Ids are COCO image ids: JSON integers (or strings of digits). A float, boolean or null id,
-    or a caption that is not a string, is an error naming the query: ``int(13.5)`` or
-    ``str(None)`` would make a plausible query out of a broken one.
-    """
-    if not path.is_file():
-        raise MbenchError(f"{path}: file not found")
-    rows = read_json(path)
-    if not isinstance(rows, list):
-        raise MbenchError(f"{path}: expected a JSON list of queries")
-    queries = []
-    for number, row in enumerate(rows):
-        where = f"{path}: query #{number}"
-        if not isinstance(row, dict):
-            raise MbenchError(f"{where}: expected an object, got {type(row).__name__}")
-        qid = id_from_json(row.get("id"))
-        if qid is None:
-            raise MbenchError(f"{where}: 'id' {json.dumps(row.get('id'))} is not a query id")
-        where = f"{path}: query {qid} (#{number})"
-        reference = _image_id(row.get("reference_img_id"))
-        target = row.get("target_img_id")
-        gt = row.get("gt_img_ids") or []
-        caption = row.get("relative_caption")
-        if reference is None:
-            raise MbenchError(f"{where}: 'reference_img_id' {json.dumps(row.get('reference_img_id'))} is not an image id")
-        if not isinstance(caption, str):
-            raise MbenchError(f"{where}: 'relative_caption' {json.dumps(caption)} is not a string")
-        if target is not None and _image_id(target) is None:
-            raise MbenchError(f"{where}: 'target_img_id' {json.dumps(target)} is not an image id")
-        if not isinstance(gt, list) or any(_image_id(i) is None for i in gt):
-            raise MbenchError(f"{where}: 'gt_img_ids' {json.dumps(gt)[:80]} is not a list of image ids")
-        queries.append(CircoQuery(
-            id=qid, reference_img_id=reference, relative_caption=caption,
-            target_img_id=None if target is None else _image_id(target), gt_img_ids=tuple(_image_id(i) for i in gt),
-        ))
-    return queries
-
-
-def _image_id(value: object) -> int | None:
-    """A COCO image id from JSON: an integer (not a boolean) or a string of digits; None otherwise."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.isascii() and value.isdigit():
-        return int(value)
-    return None
-
-
 def count_relevant(spec: TaskSpec, folder: Path) -> tuple[int, int]:
     """(number of queries, number of relevant image ids) of the task's annotation file."""
-    queries = read_annotations(annotations_path(spec, folder))
+    queries = read_circo_annotations(annotations_path(spec, folder))
     return len(queries), sum(len(q.gt_img_ids) for q in queries)
 
 
@@ -131,9 +100,11 @@ def corpus_ids(spec: TaskSpec, folder: Path) -> tuple[list[int], list[str]]:
             raise MbenchError(f"{info}: not a COCO image info file (expected an object with an 'images' list)")
         pairs = []
         for number, entry in enumerate(entries):
-            image_id = _image_id(entry.get("id")) if isinstance(entry, dict) else None
+            # An id of 12.0 or true, or a file name with a folder in it, would pass int() and str().
+            image_id = entry.get("id") if isinstance(entry, dict) else None
             name = entry.get("file_name") if isinstance(entry, dict) else None
-            if image_id is None or not (name is None or (isinstance(name, str) and "/" not in name and name not in (".", ".."))):
+            if not (isinstance(image_id, int) and not isinstance(image_id, bool)) or not (
+                    name is None or (isinstance(name, str) and "/" not in name and name not in (".", ".."))):
                 raise MbenchError(f"{info}: images[{number}]: expected an integer 'id' and a plain 'file_name'")
             pairs.append((image_id, name or image_file_name(image_id)))
         pairs.sort()
@@ -149,18 +120,20 @@ def corpus_ids(spec: TaskSpec, folder: Path) -> tuple[list[int], list[str]]:
 
 def load_circo(spec: TaskSpec, folder: Path) -> TaskData:
     """Load a CIRCO split with its image corpus; every unknown image id is listed in one error."""
+    import pandas as pd
+
     path = annotations_path(spec, folder)
-    queries = read_annotations(path)
+    queries = read_circo_annotations(path)
+    for query in queries:
+        missing = [key for key, value in (("reference_img_id", query.reference_img_id),
+                                          ("relative_caption", query.relative_caption)) if value is None]
+        if missing:
+            raise MbenchError(f"{path}: query {query.id} (entry {query.entry}): no {' or '.join(map(repr, missing))}")
     ids, files = corpus_ids(spec, folder)
     position = pd.Index(ids)
     problems = Problems()
     if not position.is_unique:
         problems.add("duplicate image id", f"{image_info_path(spec, folder)}: repeated image ids in the corpus")
-    seen: set[str] = set()
-    for query in queries:
-        if query.id in seen:
-            problems.add("duplicate query id", f"{path}: query id {query.id} occurs twice")
-        seen.add(query.id)
     references = position.get_indexer([q.reference_img_id for q in queries]) if position.is_unique else None
     has_truth = any(q.gt_img_ids for q in queries)
     if references is not None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
-
-from mbench.columnfile import ID_RULE, first_invalid_id
+from mbench.formats.columns import ID_RULE, first_invalid_id
 from mbench.errors import MbenchError
 from mbench.formats.jsonl import line_numbers
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class DataWarning(UserWarning):

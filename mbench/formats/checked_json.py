@@ -6,18 +6,18 @@ leave them valid JSON that says something else; the checksum makes every change 
 
 The checksum covers the exact bytes of the file with its own 64 hex digits replaced by zeros,
 so it needs no canonical form. It is the last key; a file written before checksums existed has
-none and is read as it is (``legacy_keys`` says which keys such a file may hold, so that a
-damaged ``checksum`` key cannot pass for an old file).
+none and is read as it is when the caller's ``legacy`` test says it is such a file (a test a
+damaged ``checksum`` key cannot pass: old keys only, or an old version number).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from mbench.columnfile import loads_strict
+from mbench.formats.columns import loads_strict
 
 CHECKSUM_KEY = "checksum"
 _PLACEHOLDER = "0" * 64
@@ -39,10 +39,10 @@ def dumps_checked(record: Mapping[str, Any]) -> bytes:
     return data[:at] + digest.encode() + data[at + 64:]
 
 
-def loads_checked(data: bytes, *, legacy_keys: Collection[str] = ()) -> dict[str, Any]:
+def loads_checked(data: bytes, *, legacy: Callable[[dict[str, Any]], bool] | None = None) -> dict[str, Any]:
     """The record in ``data`` (without its checksum); ChecksumError when it is damaged.
 
-    A file without a checksum is accepted only when every key is in ``legacy_keys``.
+    A file without a checksum is accepted only when ``legacy(record)`` says it predates checksums.
     """
     try:
         record = loads_strict(data.decode("utf-8"))
@@ -51,9 +51,8 @@ def loads_checked(data: bytes, *, legacy_keys: Collection[str] = ()) -> dict[str
     if not isinstance(record, dict):
         raise ChecksumError(f"expected a JSON object, got {type(record).__name__}")
     if CHECKSUM_KEY not in record:
-        unknown = sorted(set(record) - set(legacy_keys))
-        if unknown or not legacy_keys:
-            raise ChecksumError(f"no {CHECKSUM_KEY!r} key" + (f" (and unknown keys {unknown[:5]})" if unknown else ""))
+        if legacy is None or not legacy(record):
+            raise ChecksumError(f"no {CHECKSUM_KEY!r} key")
         return record
     at = data.rfind(_MARKER)
     stored = data[at + len(_MARKER): at + len(_MARKER) + 64].decode("ascii", errors="replace") if at >= 0 else ""

@@ -1,4 +1,5 @@
-"""JSON-lines files (one JSON object per line: BEIR corpora and queries, M-BEIR query and pool files).
+"""JSON-lines files (one JSON object per line: BEIR corpora and queries, M-BEIR query and pool files):
+the one reader and the one writer.
 
 pyarrow parses the file in native code (the M-BEIR global pool has 5.6M rows). When it refuses
 the file, a Python pass over the lines finds the first bad one and names it (``file:line``):
@@ -10,12 +11,13 @@ done only to name a line in an error.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mbench.columnfile import loads_strict
 from mbench.errors import MbenchError
+from mbench.formats.atomic import atomic_write_bytes
+from mbench.formats.columns import loads_strict
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -113,3 +115,8 @@ def line_numbers(path: Path, rows: Sequence[int]) -> dict[int, int]:
         if row >= last:
             break
     return found
+
+
+def write_jsonl(path: str | Path, rows: Iterable[Mapping[str, object]]) -> None:
+    """Write one JSON object per line (UTF-8, non-ASCII kept as is)."""
+    atomic_write_bytes(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode("utf-8"))

@@ -42,13 +42,14 @@ def _mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
 _StrictLoader.add_constructor("tag:yaml.org,2002:map", _mapping)
 
 
-def read_yaml(path: str | Path, error: type[MbenchError] = MbenchError) -> Any:
-    """The YAML document in ``path``; an unreadable, non-UTF-8 or malformed file raises ``error`` naming file and line."""
+def read_yaml(path: str | Path, error: type[MbenchError] = MbenchError, *, missing: str = "no such file") -> Any:
+    """The YAML document in ``path``; an unreadable, non-UTF-8 or malformed file raises ``error`` naming
+    file and line; ``missing`` is what a missing file is called."""
     path = Path(path)
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise error(f"{path}: no such file") from None
+        raise error(f"{path}: {missing}") from None
     except OSError as err:
         raise error(f"{path}: cannot read: {err.strerror or err}") from None
     try:

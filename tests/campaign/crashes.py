@@ -167,10 +167,11 @@ def _snapshot_difference(got: dict, expected: dict) -> str:
 
 def stored_rows(cache: Path) -> int:
     """Rows of the embedding store held in complete, verified shards."""
-    from mbench.engine.store import EmbeddingStore, default_store_root
+    from mbench.engine.cache import store_root
+    from mbench.engine.cache.store import EmbeddingStore
 
     total = 0
-    for entry in EmbeddingStore(default_store_root(cache)).entries():
+    for entry in EmbeddingStore(store_root(cache)).entries():
         total += sum(len(entry.shard_range(i)) for i in range(entry.n_shards)
                      if entry.check_shard(i, verify=True).status == "ok")
     return total

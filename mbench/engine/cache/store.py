@@ -45,6 +45,7 @@ from typing import Any, Literal
 import numpy as np
 
 from mbench import __version__, faults
+from mbench.engine.cache import store_root
 from mbench.errors import MbenchError
 from mbench.formats.atomic import TMP_SUFFIX, atomic_write_bytes, writer_is_alive, writer_is_dead
 from mbench.formats.checked_json import dumps_checked, loads_checked
@@ -71,17 +72,6 @@ _KEY_RE = re.compile(r"^[0-9a-f]{8,128}$")
 _RECORD_RE = re.compile(r"^shard-(\d{6,})\.json$")
 _DATA_RE = re.compile(r"^shard-(\d{6,})-[0-9a-f]{8}\.npy$")
 _HASH_CHUNK = 8 << 20
-
-
-def default_cache_dir() -> Path:
-    """The mbench cache directory: ``$MBENCH_CACHE`` or ``~/.cache/mbench``."""
-    env = os.environ.get("MBENCH_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "mbench"
-
-
-def default_store_root(cache_dir: Path | str | None = None) -> Path:
-    """Where embeddings live inside a cache directory (``<cache_dir>/embeddings``)."""
-    return Path(cache_dir if cache_dir is not None else default_cache_dir()).expanduser() / "embeddings"
 
 
 class NonFiniteEmbeddingError(MbenchError):
@@ -114,7 +104,7 @@ def _json_bytes(obj: Any) -> bytes:
 
 def _read_json(path: Path) -> dict[str, Any]:
     """A manifest or shard record; ValueError (ChecksumError) when it is damaged."""
-    return loads_checked(path.read_bytes(), legacy_keys=_LEGACY_KEYS)
+    return loads_checked(path.read_bytes(), legacy=lambda record: set(record) <= _LEGACY_KEYS)
 
 
 @contextlib.contextmanager
@@ -598,7 +588,7 @@ class EmbeddingStore:
     """A directory of entries, one per key (``<root>/<key>/``); default root ``$MBENCH_CACHE/embeddings``."""
 
     def __init__(self, root: Path | str | None = None) -> None:
-        self.root = Path(root).expanduser() if root is not None else default_store_root()
+        self.root = Path(root).expanduser() if root is not None else store_root()
 
     def __repr__(self) -> str:
         return f"EmbeddingStore({str(self.root)!r})"

@@ -59,7 +59,6 @@ from mbench.engine.instructions import INSTRUCTION_POLICIES
 from mbench.errors import MbenchError
 from mbench.formats.specfile import NAME_PATTERN, read_yaml
 
-
 ScalarArg = str | int | float | bool
 
 
@@ -260,6 +259,7 @@ def _format_errors(path: Path, err: ValidationError) -> str:
 
 def load_sweep(path: str | os.PathLike) -> SweepSpec:
     """Read and validate a sweep YAML (safe_load); errors name the file and the key."""
+    path = Path(path)
     data = read_yaml(path, SweepFileError)
     if not isinstance(data, dict):
         raise SweepFileError(f"{path}: expected a mapping of keys (models, tasks, ...) at the top level")

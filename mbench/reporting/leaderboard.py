@@ -20,7 +20,6 @@ from mbench.errors import MbenchError
 from mbench.formats.specfile import read_yaml, relative_inside
 from mbench.metrics import parse_metric
 
-
 _ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\-+@]*$"
 
 Kind = Literal["retrieval", "rerank"]
@@ -51,7 +50,7 @@ class ResultFilter(_Strict):
 
 
 class Row(ResultFilter):
-    """One task (or group, shown as the mean of its members) scored with one metric."""
+    """One task (or group, shown as the mean of its scored members) scored with one metric."""
 
     id: str | None = Field(default=None, pattern=_ID_PATTERN, description="key for averages and references; default: task")
     task: str = Field(description="task name, or a group name (mean over its direct members)")
@@ -243,9 +242,7 @@ def parse_leaderboard(data: Any, source: str) -> Leaderboard:
 def load_leaderboard(path: str | Path, tasks_dirs: Iterable[str | Path] = ()) -> Leaderboard:
     """Read, validate and check a leaderboard YAML against the task index."""
     path = Path(path)
-    if not path.is_file() and not path.exists():
-        raise LeaderboardFileError(f"{path}: no such file (packaged specs: `mbench table --list`)")
-    data = read_yaml(path, LeaderboardFileError)
+    data = read_yaml(path, LeaderboardFileError, missing="no such file (packaged specs: `mbench table --list`)")
     spec = parse_leaderboard(data, str(path))
     check_tasks(spec, str(path), tasks_dirs)
     return spec
@@ -260,7 +257,10 @@ def check_tasks(spec: Leaderboard, source: str, tasks_dirs: Iterable[str | Path]
         if row.task in index.tasks:
             members = [row.task]
         elif row.task in index.groups:
-            members = index.expand([row.task])
+            # A group row averages its scored members only (TaskIndex.scored_members).
+            members = index.scored_tasks([row.task])
+            if not members:
+                raise LeaderboardFileError(f"{source}: rows.{position}.task: group {row.task!r} has no scored task")
         else:
             try:
                 index.source(row.task)  # raises with close matches
@@ -286,7 +286,7 @@ def check_tasks(spec: Leaderboard, source: str, tasks_dirs: Iterable[str | Path]
 
 def packaged_leaderboards_dir() -> Path | None:
     """The shipped leaderboard YAMLs: inside the wheel, or the repository's `leaderboards/` from source."""
-    package_dir = Path(__file__).resolve().parent
+    package_dir = Path(__file__).resolve().parent.parent
     installed = package_dir / "_packaged" / "leaderboards"
     if installed.is_dir():
         return installed
