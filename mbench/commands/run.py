@@ -31,6 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--depth", type=int, default=None,
                         help="ranking depth kept (default: the largest metric k, the task's depth, at least 100)")
     parser.add_argument("--search-backend", choices=("torch", "faiss"), default="torch")
+    parser.add_argument("--store-dtype", choices=("native", "fp16"), default="native",
+                        help="embedding cache precision: native (default) keeps what the model emits bit for bit "
+                             "(fp32 on CPU); fp16 halves the disk of a huge pool but rounds every embedding "
+                             "(recorded, and its results go to <pool>.store-fp16/)")
     parser.add_argument("--shard-size", type=int, default=8192,
                         help="items per stored embedding shard: the most a killed run recomputes")
     parser.add_argument("--overwrite", action="store_true", help="recompute results that already exist")
@@ -51,7 +55,7 @@ def _default_device() -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Build the model once, evaluate every task, print a table of main metrics."""
-    from mbench.engine.pipeline import RunOptions, run_task
+    from mbench.engine.pipeline import STORE_DTYPE_CHOICES, RunOptions, run_task
     from mbench.engine.store import EmbeddingStore, default_store_root
     from mbench.errors import MbenchError
     from mbench.models.registry import (
@@ -94,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
         num_workers=args.num_workers,
         depth=args.depth,
         search_backend=args.search_backend,
+        store_dtype=STORE_DTYPE_CHOICES[args.store_dtype],
         overwrite=args.overwrite,
         progress=not args.no_progress,
         shard_size=args.shard_size,

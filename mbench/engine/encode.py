@@ -1,5 +1,8 @@
 """Encoding items into the embedding store: content-addressed keys, length-sorted batches,
 images decoded in DataLoader workers, autocast on CUDA, and a non-finite check per item.
+
+Embeddings leave this module in the dtype the plugin returned (float32 on CPU; on CUDA
+whatever the plugin emits under autocast), so the store can keep them bit for bit.
 """
 
 from __future__ import annotations
@@ -62,7 +65,11 @@ def item_content_hash(item: Item, instruction: str | None, prompt: str | None, d
 
 
 def embedding_key(model_fingerprint: str, role: str, dtype: str, hashes: Sequence[bytes]) -> str:
-    """The store key of one embedding matrix: model, role, dtype and the ordered item contents."""
+    """The store key of one embedding matrix: model, role, dtype and the ordered item contents.
+
+    ``dtype`` names everything about precision that can change the stored numbers: the encode
+    precision (``encode_precision``) and the store dtype (``native`` or ``float16``).
+    """
     digest = hashlib.sha256()
     digest.update(f"{model_fingerprint}\x1f{role}\x1f{dtype}\x1f{len(hashes)}\x1f".encode())
     for h in hashes:
@@ -100,16 +107,29 @@ def length_sorted(table: ItemTable, indices: np.ndarray) -> np.ndarray:
     return indices[np.argsort(-lengths, kind="stable")]
 
 
+def autocast_dtype(device: str) -> Any:
+    """The autocast dtype of encoding on ``device``: bf16 on CUDA (fp16 where bf16 is unsupported), None on CPU."""
+    if not device.startswith("cuda"):
+        return None
+    import torch
+
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def encode_precision(device: str) -> str:
+    """How encoding computes on ``device``: ``float32`` (CPU) or ``autocast-bfloat16`` / ``autocast-float16`` (CUDA)."""
+    dtype = autocast_dtype(device)
+    return "float32" if dtype is None else "autocast-" + str(dtype).removeprefix("torch.")
+
+
 def autocast_context(device: str) -> Any:
-    """bf16 autocast on CUDA (fp16 where bf16 is unsupported); a no-op on CPU, which stays fp32."""
+    """The autocast of ``autocast_dtype(device)`` on CUDA; a no-op on CPU, which stays fp32."""
     import contextlib
 
     import torch
 
-    if device.startswith("cuda"):
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    return contextlib.nullcontext()
+    dtype = autocast_dtype(device)
+    return contextlib.nullcontext() if dtype is None else torch.autocast("cuda", dtype=dtype)
 
 
 def encode_rows(
@@ -122,11 +142,12 @@ def encode_rows(
     prompts: Sequence[str | None],
     options: EncodeOptions,
     on_batch: Callable[[int], None] | None = None,
-) -> np.ndarray:
-    """Encode the items at ``indices`` (in that order) and return float32 [len(indices), dim].
+) -> Any:
+    """Encode the items at ``indices`` (in that order): a CPU tensor [len(indices), dim] in the dtype
+    the encoder returned, its values untouched.
 
-    ``instructions`` and ``prompts`` are indexed like ``table``. A non-finite embedding is an
-    error naming the item.
+    ``instructions`` and ``prompts`` are indexed like ``table``. A non-finite embedding, or
+    batches of different dtypes, are errors naming the item.
     """
     import torch
     from torch.utils.data import DataLoader
@@ -143,7 +164,7 @@ def encode_rows(
         prefetch_factor=2 if options.num_workers > 0 else None,
         persistent_workers=False,
     )
-    out: np.ndarray | None = None
+    out: torch.Tensor | None = None
     with torch.inference_mode(), autocast_context(options.device):
         for batch in loader:
             rows = [int(order[pos]) for pos, _ in batch]
@@ -154,20 +175,27 @@ def encode_rows(
                 instructions=[instructions[i] for i in rows],
                 prompts=[prompts[i] for i in rows],
             )
-            embeddings = torch.as_tensor(embeddings).detach().float().cpu()
+            embeddings = torch.as_tensor(embeddings).detach().cpu()
             if embeddings.ndim != 2 or embeddings.shape[0] != len(items):
                 raise MbenchError(
                     f"encoder returned shape {tuple(embeddings.shape)} for a batch of {len(items)} {role} items"
                 )
+            if not embeddings.is_floating_point():
+                raise MbenchError(f"encoder returned {embeddings.dtype} embeddings for {role} items; expected floats")
             finite = torch.isfinite(embeddings).all(dim=1)
             if not bool(finite.all()):
                 bad = items[int((~finite).nonzero()[0])]
                 raise MbenchError(f"non-finite (NaN or inf) embedding for {role} item {bad.id!r}")
             if out is None:
-                out = np.empty((len(indices), embeddings.shape[1]), dtype=np.float32)
-            out[[position_of[r] for r in rows]] = embeddings.numpy()
+                out = torch.empty((len(indices), embeddings.shape[1]), dtype=embeddings.dtype)
+            elif embeddings.dtype != out.dtype:
+                raise MbenchError(
+                    f"encoder returned {embeddings.dtype} embeddings for {role} item {items[0].id!r} after "
+                    f"{out.dtype} ones: one run must emit one dtype"
+                )
+            out[[position_of[r] for r in rows]] = embeddings
             if on_batch is not None:
                 on_batch(len(items))
     if out is None:
-        return np.empty((0, 0), dtype=np.float32)
+        return torch.empty((0, 0), dtype=torch.float32)
     return out

@@ -18,6 +18,7 @@ from mbench.engine.distributed import World, merge_top_k, slice_bounds
 from mbench.engine.encode import (
     EncodeOptions,
     embedding_key,
+    encode_precision,
     encode_rows,
     item_content_hash,
 )
@@ -27,6 +28,9 @@ from mbench.metrics import evaluate, required_depth
 from mbench.tasks.spec import TaskSpec
 
 MIN_DEPTH = 100
+# `--store-dtype` spellings -> the store's policy names, and back.
+STORE_DTYPE_CHOICES = {"native": "native", "fp16": "float16"}
+STORE_DTYPE_OPTIONS = {policy: option for option, policy in STORE_DTYPE_CHOICES.items()}
 
 
 @dataclass
@@ -45,6 +49,7 @@ class RunOptions:
     num_workers: int = 0
     depth: int | None = None
     search_backend: str = "torch"
+    store_dtype: str = "native"
     overwrite: bool = False
     progress: bool = True
     shard_size: int = 8192
@@ -115,17 +120,29 @@ class _TableMemo:
 _POOL_MEMO = _TableMemo()
 
 
-class Encoder:
-    """Encodes item tables through the embedding store: stored shards are reused, missing ones computed."""
+# A cosine model's rows must be unit length to this tolerance (loose enough for bf16 rounding).
+UNIT_NORM_TOLERANCE = 1e-2
 
-    def __init__(self, model: Any, store: Any, options: EncodeOptions, dtype_name: str, world: World = World()) -> None:
+
+class Encoder:
+    """Encodes item tables through the embedding store: stored shards are reused, missing ones computed.
+
+    What the model returns is stored as it is (``store_dtype="native"``) or, only when asked,
+    as float16. The key holds the encode precision and the store dtype, so entries of another
+    precision (such as the fp16 copies of earlier mbench versions) are never reused.
+    """
+
+    def __init__(
+        self, model: Any, store: Any, options: EncodeOptions, store_dtype: str = "native", world: World = World()
+    ) -> None:
         from mbench.models.base import model_fingerprint
 
         self.world = world
         self.model = model
         self.store = store
         self.options = options
-        self.dtype_name = dtype_name
+        self.store_dtype = store_dtype
+        self.precision = f"encode={encode_precision(options.device)};store={store_dtype}"
         self.fingerprint = model_fingerprint(model.meta)
 
     def encode(
@@ -146,10 +163,10 @@ class Encoder:
             hashes = [
                 item_content_hash(table.item(int(r)), instructions[int(r)], prompts[int(r)], data_root) for r in rows
             ]
-            return embedding_key(self.fingerprint, role, self.dtype_name, hashes)
+            return embedding_key(self.fingerprint, role, self.precision, hashes)
 
         if role == "candidate":  # candidates carry no instruction or prompt: the key depends on content only
-            key = _POOL_MEMO.get(table, ("key", self.fingerprint, self.dtype_name, label, len(rows)), key_of)
+            key = _POOL_MEMO.get(table, ("key", self.fingerprint, self.precision, label, len(rows)), key_of)
         else:
             key = key_of()
         meta = {
@@ -157,14 +174,15 @@ class Encoder:
             "fingerprint": self.fingerprint,
             "role": role,
             "label": label,
-            "dtype": self.dtype_name,
+            "precision": self.precision,
         }
         # An existing entry keeps the shard layout it was created with (a later --shard-size only
         # applies to new entries), so changing it never throws away stored embeddings.
         if key in self.store:
             entry = self.store.open(key)
         else:
-            entry = self.store.entry(key, n_items=len(rows), shard_size=self.options.shard_size, meta=meta)
+            entry = self.store.entry(key, n_items=len(rows), shard_size=self.options.shard_size, meta=meta,
+                                     store_dtype=self.store_dtype)
         # Under torchrun each rank computes the missing shards of its residue class; every rank
         # then waits for the others and checks that the entry is complete.
         missing = entry.missing_shards_for_rank(self.world.rank, self.world.size)
@@ -186,8 +204,7 @@ class Encoder:
                         on_batch=bar.update,
                     )
                     if self.model.meta.similarity == "cosine":
-                        # Unit rows on disk make search a plain inner product for every consumer.
-                        vectors = _unit_rows(vectors)
+                        _check_unit_rows(vectors, table, shard_rows, self.model.meta.name, role)
                     entry.write_shard(shard, vectors)
             finally:
                 bar.close()
@@ -290,16 +307,16 @@ def retrieve(
     if kind != "retriever":
         raise MbenchError(f"model {meta.name!r} is a {kind}; `mbench run --model` takes a retriever")
 
-    from mbench.engine.search import search
+    from mbench.engine.rescore import RESCORE_MARGIN, exact_top_k, max_row_norm
+    from mbench.engine.search import search, search_compute_dtype
     from mbench.engine.store import concat_entries
 
-    dtype_name = "bfloat16" if options.device.startswith("cuda") else "float32"
     encoder = Encoder(
         model,
         store,
         EncodeOptions(batch_size=options.batch_size, num_workers=options.num_workers, device=options.device,
                       shard_size=options.shard_size, progress=options.progress),
-        dtype_name,
+        options.store_dtype,
         options.world,
     )
     root = _data_root_of(data)
@@ -323,38 +340,71 @@ def retrieve(
                 ),
             )
         )
+    # Widening the queries to fp32 is exact; the pool is searched in the dtype it is stored in.
     queries = np.asarray(query_entry.load()[:], dtype=np.float32)
     pool = concat_entries(cand_entries)
+    details["embeddings"] = {
+        "encode_precision": encode_precision(options.device),
+        "store_dtype": options.store_dtype,
+        "query_dtype": query_entry.dtype,
+        "candidate_dtype": "+".join(sorted({str(entry.dtype) for entry in cand_entries})),
+        "search_compute_dtype": search_compute_dtype(pool, backend=options.search_backend, device=options.device),
+        # Final scores: float64 sums of the stored values, rounded once (mbench.engine.rescore).
+        "score_dtype": "float32 (exact: float64 sums, rounded once)",
+    }
     tie = _POOL_MEMO.get(data.pool, "tie_ranks", lambda: tie_ranks(data.pool.ids))
     k = min(fetch, len(data.pool))
+    # The search keeps a margin of extra candidates; rescoring them exactly decides the final top-k.
+    width = min(k + RESCORE_MARGIN, len(data.pool))
     world = options.world
-    if world.size == 1:
-        scores, indices = _timed(
-            timings, "search",
-            lambda: search(queries, pool, k, backend=options.search_backend, tie_rank=tie, device=options.device),
-        )
-    else:
-        # Each rank searches its slice of the pool; rank 0 merges the exact per-slice top-k.
+
+    def search_rows(rows: np.ndarray, depth_wanted: int) -> tuple[np.ndarray, np.ndarray]:
+        return search(queries[rows], pool, depth_wanted, backend=options.search_backend, tie_rank=tie,
+                      device=options.device)
+
+    def first_pass() -> tuple[np.ndarray, np.ndarray] | None:
+        if world.size == 1:
+            return search_rows(np.arange(len(qids)), width)
+        # Each rank searches its slice of the pool; rank 0 merges the per-slice top lists.
         start, stop = slice_bounds(len(data.pool), world)
         # The slice's own permutation with the same relative order of ids.
         local_tie = np.argsort(np.argsort(tie[start:stop], kind="stable"), kind="stable")
-        part_scores, part_indices = _timed(
-            timings, "search",
-            lambda: search(queries, pool[start:stop], min(k, stop - start), backend=options.search_backend,
-                           tie_rank=local_tie, device=options.device) if stop > start
-            else (np.zeros((len(qids), 0), np.float32), np.zeros((len(qids), 0), np.int64)),
+        part_scores, part_indices = (
+            search(queries, pool[start:stop], min(width, stop - start), backend=options.search_backend,
+                   tie_rank=local_tie, device=options.device) if stop > start
+            else (np.zeros((len(qids), 0), np.float32), np.zeros((len(qids), 0), np.int64))
         )
         parts = world.gather((part_scores, np.where(part_indices >= 0, part_indices + start, -1)))
-        if not world.is_main:
-            return np.zeros((len(qids), 0), np.float32), np.zeros((len(qids), 0), np.int64), details
-        scores, indices = merge_top_k(parts, tie, k)
+        return merge_top_k(parts, tie, width) if world.is_main else None
+
+    first = _timed(timings, "search", first_pass)
+    if first is None:  # a rank other than 0: rank 0 finishes the ranking and writes
+        return np.zeros((len(qids), 0), np.float32), np.zeros((len(qids), 0), np.int64), details
+    norm = 1.0 + UNIT_NORM_TOLERANCE if meta.similarity == "cosine" else _POOL_MEMO.get(
+        data.pool, ("max_norm", encoder.fingerprint, encoder.precision), lambda: max_row_norm(pool))
+    scores, indices = _timed(
+        timings, "rescore",
+        lambda: exact_top_k(queries, pool, k, first=first, search_fn=search_rows, tie_rank=tie, max_pool_norm=norm),
+    )
     scores, indices = _drop_excluded(scores, indices, data.excluded, depth)
     return scores, indices, details
 
 
-def _unit_rows(matrix: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    return matrix / np.where(norms > 0, norms, 1.0)
+def _check_unit_rows(vectors: Any, table: ItemTable, rows: np.ndarray, model_name: str, role: str) -> None:
+    """A cosine model must return unit rows: search is then a plain inner product on stored values.
+
+    Normalising here instead would rewrite the model's numbers (an ulp is enough to swap near-ties
+    against a reference pipeline), so a row that is not unit length is an error naming its item.
+    """
+    norms = vectors.double().norm(dim=1).numpy()
+    bad = np.flatnonzero(np.abs(norms - 1.0) > UNIT_NORM_TOLERANCE)
+    if bad.size:
+        item = table.ids[int(rows[bad[0]])]
+        raise MbenchError(
+            f"model {model_name!r} declares cosine similarity but returned a {role} embedding of norm "
+            f"{norms[bad[0]]:.6g} for item {item!r} ({bad.size} such rows in this shard): a cosine model must return "
+            "L2-normalised rows (mbench stores and searches exactly what the model returns), or declare similarity 'dot'"
+        )
 
 
 def score_and_write(
@@ -408,6 +458,19 @@ def instruction_variant(meta: Any, spec: TaskSpec, options: RunOptions) -> str |
     return options.instruction_policy
 
 
+def result_variant(model: Any, spec: TaskSpec, options: RunOptions) -> str | None:
+    """The result-path suffix of every run option that changes numbers without changing the model:
+    a non-default instruction policy, and an explicit fp16 store of a dense model (``store-fp16``),
+    so such results sit beside the default ones instead of being mistaken for them."""
+    from mbench.models.base import model_kind
+
+    parts = [instruction_variant(model.meta, spec, options)]
+    if options.store_dtype != "native" and model_kind(model) == "retriever":
+        parts.append(f"store-{STORE_DTYPE_OPTIONS[options.store_dtype]}")
+    kept = [part for part in parts if part]
+    return ".".join(kept) if kept else None
+
+
 def run_task(model: Any, model_args: dict[str, Any], spec: TaskSpec, options: RunOptions, *, store: Any) -> TaskOutcome:
     """Evaluate one task (skipped when its result exists, unless ``options.overwrite``)."""
     import datetime
@@ -419,7 +482,7 @@ def run_task(model: Any, model_args: dict[str, Any], spec: TaskSpec, options: Ru
     meta = model.meta
     fingerprint = model_fingerprint(meta)
     directory = results.result_dir(options.results_dir, meta.name, fingerprint, spec.name, options.pool,
-                                   instruction_variant(meta, spec, options))
+                                   result_variant(model, spec, options))
     if results.result_exists(directory) and not options.overwrite:
         return TaskOutcome(spec.name, directory, computed=False, record=results.read_result(directory))
     check_modalities(meta, spec.query_modality, spec.cand_modality, spec.name)
@@ -445,6 +508,8 @@ def run_task(model: Any, model_args: dict[str, Any], spec: TaskSpec, options: Ru
         "instructions": details["instructions"],
         "prompt": details["prompt"],
         "search_backend": options.search_backend,
+        # Precision provenance of dense runs: encode precision, stored dtypes, search compute dtype.
+        "embeddings": details.get("embeddings"),
         "device": options.device,
         "world_size": options.world.size,
         "versions": results.library_versions(),
