@@ -16,8 +16,10 @@ candidate-modality array and a per-query target. Definitions (DESIGN.md section 
 ``circo_recall@k``        1 if the query's single target is in the top k (CIRCO Recall@k)
 ========================  ====================================================================
 
-A candidate is relevant when its grade is > 0; nDCG uses grades as linear gains and negative
-grades count as 0. A query with no relevant candidate scores 0 everywhere.
+A candidate is relevant when its grade is >= the relevance level (1 unless asked: trec_eval's
+``-l``); nDCG ignores the level, as trec_eval's ``ndcg_cut`` does: grades > 0 are linear gains
+and negative grades count as 0. A query with judgments but no relevant candidate scores 0 on
+every binary metric (and nDCG 0 when no grade is positive) and is averaged in, as trec_eval does.
 """
 
 from __future__ import annotations
@@ -111,9 +113,9 @@ class Relevance:
         """The query row of every stored judgment."""
         return np.repeat(np.arange(self.n_queries, dtype=np.int64), np.diff(self.indptr))
 
-    def num_relevant(self) -> np.ndarray:
-        """Per query, the number of candidates with grade > 0."""
-        return np.bincount(self.row_ids()[self.grades > 0], minlength=self.n_queries).astype(np.int64)
+    def num_relevant(self, level: int = 1) -> np.ndarray:
+        """Per query, the number of candidates with grade >= ``level`` (trec_eval's num_rel under ``-l``)."""
+        return np.bincount(self.row_ids()[self.grades >= level], minlength=self.n_queries).astype(np.int64)
 
     @classmethod
     def from_pairs(
@@ -299,13 +301,17 @@ def evaluate(
     cand_modality: np.ndarray | Sequence[str] | None = None,
     expected_modality: str | None = None,
     targets: np.ndarray | Sequence[int] | None = None,
+    relevance_level: int = 1,
 ) -> MetricResults:
     """Compute the metrics for every query row of ``ranking`` (n_queries x depth, -1 padded).
 
     ``cand_modality`` (one entry per candidate index) and ``expected_modality`` are needed by
     ``modality_acc@k``; ``targets`` (one candidate index per query, -1 for none) by
-    ``circo_recall@k``.
+    ``circo_recall@k``. ``relevance_level``: the least grade that counts as relevant for the
+    binary metrics (trec_eval's ``-l``; nDCG always uses the graded gains).
     """
+    if relevance_level < 1:
+        raise ValueError(f"relevance_level must be >= 1 (unjudged candidates have grade 0), got {relevance_level}")
     parsed = [m if isinstance(m, Metric) else parse_metric(m) for m in metrics]
     ranking = np.asarray(ranking, dtype=np.int64)
     if ranking.ndim != 2:
@@ -317,8 +323,8 @@ def evaluate(
     ranking = ranking[:, : required_depth(parsed)]
     n_queries, depth = ranking.shape
     grades = ranked_grades(ranking, relevance)
-    is_relevant = grades > 0
-    num_relevant = relevance.num_relevant().astype(np.float64)
+    is_relevant = grades >= relevance_level
+    num_relevant = relevance.num_relevant(relevance_level).astype(np.float64)
     families = {metric.family for metric in parsed}
     # Cumulative count of relevant candidates down the ranking: P@i = cum_relevant[:, i-1] / i.
     cum_relevant = np.cumsum(is_relevant, axis=1, dtype=np.float64)

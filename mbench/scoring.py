@@ -33,11 +33,14 @@ class RunScores:
         return {name: float(values.mean()) if values.size else 0.0 for name, values in self.per_query.items()}
 
 
-def score_run(run: Run, qrels: Qrels, metrics: Sequence[str | Metric], *, complete: bool = False) -> RunScores:
+def score_run(
+    run: Run, qrels: Qrels, metrics: Sequence[str | Metric], *, complete: bool = False, relevance_level: int = 1
+) -> RunScores:
     """Score ``run`` against ``qrels``.
 
     By default the queries present in both are scored (trec_eval); with ``complete`` every
     qrels query is, those missing from the run with an empty ranking (``trec_eval -c``).
+    ``relevance_level``: the least grade the binary metrics count as relevant (``trec_eval -l``).
     """
     import pandas as pd
 
@@ -77,7 +80,7 @@ def score_run(run: Run, qrels: Qrels, metrics: Sequence[str | Metric], *, comple
         target_of = dict(zip(qrels.targets, target_cand.tolist()))
         targets = np.array([target_of.get(qid, -1) for qid in qids], dtype=np.int64)
 
-    results = evaluate(ranking, relevance, parsed, targets=targets)
+    results = evaluate(ranking, relevance, parsed, targets=targets, relevance_level=relevance_level)
     return RunScores(
         qids=qids,
         per_query=results.per_query,

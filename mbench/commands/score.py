@@ -35,6 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="average over every qrels query, those missing from the run scoring 0 (trec_eval -c); "
         "default: over the queries in both",
     )
+    parser.add_argument(
+        "-l", "--relevance-level", type=int, default=1, metavar="N",
+        help="least grade that counts as relevant for the binary metrics (trec_eval -l; default 1); "
+             "nDCG keeps the graded gains",
+    )
     parser.add_argument("--format", choices=("table", "json"), default="table", help="output format (default: table)")
     parser.add_argument(
         "--qrels-format", choices=("auto", "trec", "mbeir", "beir", "circo"), default="auto",
@@ -53,6 +58,11 @@ def run(args: argparse.Namespace) -> int:
     from mbench.runfiles import read_run
     from mbench.scoring import score_run
 
+    if args.relevance_level < 1:
+        raise MbenchError(
+            f"--relevance-level must be >= 1, got {args.relevance_level}: unjudged documents have grade 0, so a "
+            "level of 0 or less would count them relevant"
+        )
     qrels = read_qrels(args.qrels, args.qrels_format)
     names = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
     if names is None:
@@ -65,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         raise MbenchError("--metrics: give at least one metric, e.g. ndcg@10")
     # Metrics never look past their largest k, so deeper documents need not be kept.
     ranked = read_run(args.run, dedupe=args.dedupe, depth=required_depth(metrics))
-    scores = score_run(ranked, qrels, metrics, complete=args.complete)
+    scores = score_run(ranked, qrels, metrics, complete=args.complete, relevance_level=args.relevance_level)
 
     if scores.skipped_run_queries:
         print(f"mbench score: {scores.skipped_run_queries} run queries are not in the qrels and are ignored", file=sys.stderr)

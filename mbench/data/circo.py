@@ -158,7 +158,7 @@ def load_circo(spec: TaskSpec, folder: Path) -> TaskData:
     assert references is not None
     if relevance is not None:
         # Queries without judgments are dropped, as for every task.
-        keep = np.flatnonzero(relevance.num_relevant() > 0)
+        keep = np.flatnonzero(np.diff(relevance.indptr) > 0)
         if keep.size < len(queries):
             relevance, targets = relevance.subset(keep), targets[keep]
             queries = [queries[i] for i in keep.tolist()]
