@@ -134,6 +134,21 @@ def test_circo_submission_scores_equal_the_official_circo_formula(capsys, shared
     assert result["all"]["circo_recall@50"] > 0 and result["all"]["map@50"] > 0
 
 
+def test_circo_reference_image_in_the_ranking_counts_as_a_miss_like_the_official_scorer(capsys, tmp_path):
+    # CIRCO's src/evaluation.py scores the submitted list as it is: it never removes the query's
+    # reference image. Here the reference (id 7) is ranked first, ahead of both ground truths.
+    annotations = [{"id": 0, "reference_img_id": 7, "relative_caption": "c", "shared_concept": "s",
+                    "target_img_id": 11, "gt_img_ids": [11, 12], "semantic_aspects": []}]
+    submission = {"0": [7, 11, 12, 13, 14]}
+    annotations_path = write(tmp_path / "val.json", json.dumps(annotations))
+    submission_path = write(tmp_path / "submission.json", json.dumps(submission))
+    result = score_json(capsys, submission_path, annotations_path, "--metrics", "map@5,circo_recall@1")["all"]
+    # AP@5 = (P@2 + P@3) / min(|GT|, 5) = (1/2 + 2/3) / 2; with the reference removed it would be 1.
+    assert result["map@5"] == pytest.approx((1 / 2 + 2 / 3) / 2, abs=1e-15)
+    assert result["circo_recall@1"] == 0.0
+    assert result["map@5"] == pytest.approx(official_circo_scores(annotations, submission, 5)[0], abs=1e-15)
+
+
 @pytest.fixture
 def two_query_qrels(tmp_path) -> Path:
     return write(tmp_path / "qrels.txt", "q1 0 a 1\nq2 0 b 1\n")
