@@ -102,9 +102,15 @@ def _collate(batch: list[tuple[int, Item]]) -> list[tuple[int, Item]]:
 
 
 def length_sorted(table: ItemTable, indices: np.ndarray) -> np.ndarray:
-    """``indices`` ordered by text length, longest first, so batches pad little."""
+    """``indices`` ordered by text length, longest first, so batches pad little.
+
+    Equal lengths keep sentence-transformers' order (``np.argsort`` of the negated character
+    lengths with numpy's default sort, as its ``encode()`` does): a batch's padding length moves
+    the last bits of its embeddings, so forming the very batches upstream forms (same batch size,
+    one store shard holding the whole table) gives upstream's embeddings bit for bit.
+    """
     lengths = np.fromiter((len(table.texts[i] or "") for i in indices), dtype=np.int64, count=len(indices))
-    return indices[np.argsort(-lengths, kind="stable")]
+    return indices[np.argsort(-lengths)]
 
 
 def autocast_dtype(device: str) -> Any:
