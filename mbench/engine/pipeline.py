@@ -25,6 +25,7 @@ from mbench.engine.encode import (
 from mbench.engine.instructions import resolve_instructions
 from mbench.errors import MbenchError
 from mbench.metrics import evaluate, required_depth
+from mbench.models.base import UNIT_NORM_TOLERANCE
 from mbench.tasks.spec import TaskSpec
 
 MIN_DEPTH = 100
@@ -118,10 +119,6 @@ class _TableMemo:
 
 
 _POOL_MEMO = _TableMemo()
-
-
-# A cosine model's rows must be unit length to this tolerance (loose enough for bf16 rounding).
-UNIT_NORM_TOLERANCE = 1e-2
 
 
 class Encoder:
@@ -384,7 +381,8 @@ def retrieve(
         data.pool, ("max_norm", encoder.fingerprint, encoder.precision), lambda: max_row_norm(pool))
     scores, indices = _timed(
         timings, "rescore",
-        lambda: exact_top_k(queries, pool, k, first=first, search_fn=search_rows, tie_rank=tie, max_pool_norm=norm),
+        lambda: exact_top_k(queries, pool, k, first=first, search_fn=search_rows, tie_rank=tie, max_pool_norm=norm,
+                            device=options.device),
     )
     scores, indices = _drop_excluded(scores, indices, data.excluded, depth)
     return scores, indices, details

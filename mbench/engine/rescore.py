@@ -16,6 +16,7 @@ is searched again with twice the candidates, up to the whole pool.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -31,12 +32,15 @@ _CHUNK_ELEMENTS = 1 << 23  # float64 values per gathered chunk (64 MiB)
 SearchFn = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 
 
-def exact_scores(queries: np.ndarray, pool: Any, indices: np.ndarray) -> np.ndarray:
+def exact_scores(queries: np.ndarray, pool: Any, indices: np.ndarray, *, device: str = "cpu") -> np.ndarray:
     """float32 ``[nq, k]``: ``queries[q] . pool[indices[q, j]]`` summed in float64, rounded once; -inf where -1.
 
     The pool (array, memmap or RowConcat) is read tile by tile in row order, so a memory-mapped
-    pool is streamed once instead of gathered at random.
+    pool is streamed once instead of gathered at random; the float64 products and sums run on
+    ``device``.
     """
+    import torch
+
     nq, width = indices.shape
     out = np.full(nq * width, -np.inf, dtype=np.float32)
     flat = indices.reshape(-1)
@@ -44,20 +48,26 @@ def exact_scores(queries: np.ndarray, pool: Any, indices: np.ndarray) -> np.ndar
     order = np.argsort(flat[positions], kind="stable")
     positions = positions[order]
     candidates = flat[positions]
-    query_of = positions // max(width, 1)
-    q64 = np.asarray(queries, dtype=np.float64)
+    query_of = torch.from_numpy(positions // max(width, 1))
+    dev = torch.device(device)
+    q64 = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32)).to(dev, torch.float64)
     step = max(1, _CHUNK_ELEMENTS // max(int(q64.shape[1]) if q64.ndim == 2 else 1, 1))
     n = len(pool)
-    for start in range(0, n, _TILE):
-        stop = min(start + _TILE, n)
-        lo, hi = np.searchsorted(candidates, [start, stop])
-        if lo == hi:
-            continue
-        block = np.asarray(pool[start:stop])
-        for a in range(int(lo), int(hi), step):
-            b = min(a + step, int(hi))
-            rows = block[candidates[a:b] - start].astype(np.float64)
-            out[positions[a:b]] = np.einsum("ij,ij->i", rows, q64[query_of[a:b]]).astype(np.float32)
+    with torch.inference_mode():
+        for start in range(0, n, _TILE):
+            stop = min(start + _TILE, n)
+            lo, hi = (int(x) for x in np.searchsorted(candidates, [start, stop]))
+            if lo == hi:
+                continue
+            with warnings.catch_warnings():  # read-only memmapped shards: the tensor is only ever read
+                warnings.simplefilter("ignore", UserWarning)
+                block = torch.from_numpy(np.ascontiguousarray(pool[start:stop])).to(dev)
+            local = torch.from_numpy(candidates[lo:hi] - start).to(dev)
+            for a in range(lo, hi, step):
+                b = min(a + step, hi)
+                rows = block[local[a - lo : b - lo]].double()
+                sums = (rows * q64[query_of[a:b].to(dev)]).sum(dim=1)
+                out[positions[a:b]] = sums.float().cpu().numpy()
     return out.reshape(nq, width)
 
 
@@ -88,6 +98,7 @@ def exact_top_k(
     search_fn: SearchFn,
     tie_rank: np.ndarray,
     max_pool_norm: float,
+    device: str = "cpu",
 ) -> tuple[np.ndarray, np.ndarray]:
     """The exact top-``k`` ``(scores float32, indices int64)`` by (exact score, tie rank).
 
@@ -104,7 +115,7 @@ def exact_top_k(
     approx_s, approx_i = first
     while pending.size:
         width = approx_i.shape[1]
-        exact = exact_scores(queries[pending], pool, approx_i)
+        exact = exact_scores(queries[pending], pool, approx_i, device=device)
         scores, indices = merge_top_k([(exact, approx_i)], tie_rank, k)
         if scores.shape[1] < k:
             scores = np.pad(scores, ((0, 0), (0, k - scores.shape[1])), constant_values=-np.inf)
