@@ -161,7 +161,9 @@ def main_bench() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--collections", nargs="+", default=["scifact", "cranfield", "cisi", "generated"],
                         help="BEIR folders under --data-dir, and/or 'generated' (tests/reference_pipeline.py)")
-    parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--data-dir", type=Path,
+                        default=Path(os.environ.get("MBENCH_SHARED") or REPO.parent / "shared") / "data",
+                        help="folder holding the BEIR collections (default: $MBENCH_SHARED/data, else ../shared/data)")
     parser.add_argument("--no-fp16", action="store_true", help="skip the --store-dtype fp16 runs (one more encoding each)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "exactness.md")
     args = parser.parse_args()
