@@ -60,3 +60,18 @@ def test_a_cosine_model_returning_rows_that_are_not_unit_length_is_refused_namin
     with pytest.raises(MbenchError, match=r"declares cosine similarity but returned a candidate embedding of norm 2 "
                                           r"for item 'a' \(3 such rows"):
         encode(Scaled(scale=2.0), tmp_path)
+
+
+def test_an_fp16_entry_of_an_earlier_mbench_is_never_reused(tmp_path) -> None:
+    # Earlier versions keyed entries by "float32" (CPU) and stored fp16 copies under that key.
+    from mbench.engine.encode import embedding_key, item_content_hash
+    from mbench.models.base import model_fingerprint
+
+    model = Scaled()
+    hashes = [item_content_hash(TABLE.item(i), None, None, None) for i in range(3)]
+    old_key = embedding_key(model_fingerprint(model.meta), "candidate", "float32", hashes)
+    old = EmbeddingStore(tmp_path).entry(old_key, 3, shard_size=8192, store_dtype="float16")
+    old.write_shard(0, np.zeros((3, 16), np.float32))
+    entry = encode(model, tmp_path)
+    assert entry.key != old_key and entry.dtype == "float32"
+    assert np.linalg.norm(np.asarray(entry.load()), axis=1) == pytest.approx(1.0, abs=1e-6)

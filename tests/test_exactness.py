@@ -66,11 +66,6 @@ def scifact_reference(shared_dir: Path) -> tuple[dict, dict]:
 def test_scifact_run_equals_the_uncached_reference_on_every_rank_and_metric(minilm_scifact_run, scifact_reference):
     [directory] = minilm_scifact_run.glob("*/*/mteb.scifact/local")
     assert_equal_to_reference(directory, *scifact_reference)
-    record = json.loads((directory / "result.json").read_text())
-    assert record["embeddings"]["store_dtype"] == "native"
-    assert (record["embeddings"]["query_dtype"], record["embeddings"]["candidate_dtype"]) == ("float32", "float32")
-    assert record["embeddings"]["search_compute_dtype"] == "float32"
-    assert round(record["metrics"]["ndcg@10"], 5) == 0.64508
 
 
 def test_scifact_warm_run_reads_the_cache_and_writes_the_same_run_file(minilm_scifact_run, shared_dir, tmp_path):
