@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 DEPTH = 1000
+Run = dict[str, list[tuple[str, float]]]  # {qid: [(docid, score), ...]} best first
 BATCH_SIZE = 64  # mbench run's default --batch-size: batches of the same texts, as sentence-transformers forms them
 # mbench metric -> pytrec_eval measure; mrr@k has no trec_eval twin and is computed by hand below.
 TREC_MEASURES = {
@@ -103,7 +104,7 @@ def rank(query_emb: np.ndarray, doc_emb: np.ndarray, doc_ids: list[str], depth: 
     return out
 
 
-def evaluate(run: dict[str, list[tuple[str, float]]], qrels: dict[str, dict[str, int]]) -> dict[str, dict[str, float]]:
+def evaluate(run: Run, qrels: dict[str, dict[str, int]]) -> dict[str, dict[str, float]]:
     """Per query, the metrics of TREC_MEASURES (pytrec_eval) and mrr@10 (by hand), keyed by mbench names."""
     import pytrec_eval
 
@@ -118,7 +119,7 @@ def evaluate(run: dict[str, list[tuple[str, float]]], qrels: dict[str, dict[str,
     return out
 
 
-def reference_run(collection: Collection, model_dir: Path | None = None, depth: int = DEPTH) -> dict[str, list[tuple[str, float]]]:
+def reference_run(collection: Collection, model_dir: Path | None = None, depth: int = DEPTH) -> Run:
     """{qid: [(docid, fp32 score), ...]} best first: the whole reference pipeline up to the run."""
     docs = encode(collection.doc_texts, model_dir)
     queries = encode(collection.query_texts, model_dir)
@@ -132,7 +133,7 @@ def reference_run(collection: Collection, model_dir: Path | None = None, depth: 
 # ----------------------------------------------------------------------------- comparison
 
 
-def read_trec_run(path: Path) -> dict[str, list[tuple[str, float]]]:
+def read_trec_run(path: Path) -> Run:
     """A run file as {qid: [(docid, score), ...]} in rank order."""
     opener = gzip.open if str(path).endswith(".gz") else open
     run: dict[str, list[tuple[int, str, float]]] = {}
@@ -154,7 +155,7 @@ class RunComparison:
     score_mismatches: int  # positions with the same document but another printed score
 
 
-def compare_runs(reference: dict[str, list[tuple[str, float]]], candidate: dict[str, list[tuple[str, float]]]) -> RunComparison:
+def compare_runs(reference: Run, candidate: Run) -> RunComparison:
     """Position by position: documents must agree, except documents tied at fp32 equality."""
     if set(reference) != set(candidate):
         raise AssertionError(f"query sets differ: {sorted(set(reference) ^ set(candidate))[:5]}")

@@ -25,7 +25,8 @@ class Scaled(HashingRetriever):
         self.scale, self.out_dtype = scale, out_dtype
 
     def encode(self, items, *, role, instructions, prompts):
-        return (self.scale * super().encode(items, role=role, instructions=instructions, prompts=prompts)).to(self.out_dtype)
+        unit = super().encode(items, role=role, instructions=instructions, prompts=prompts)
+        return (self.scale * unit).to(self.out_dtype)
 
 
 def encode(model, tmp_path, store_dtype: str = "native"):  # type: ignore[no-untyped-def]

@@ -82,7 +82,8 @@ def test_scifact_faiss_backend_writes_the_same_run_file(minilm_scifact_run, shar
     pytest.importorskip("faiss", reason="faiss-cpu is the optional `faiss` extra")
     [cold] = minilm_scifact_run.glob("*/*/mteb.scifact/local")
     cache = minilm_scifact_run.parent / "cache"
-    faiss_dir = run_mbench("mteb.scifact", shared_dir / "data", tmp_path / "results", cache, "--search-backend", "faiss")
+    faiss_dir = run_mbench("mteb.scifact", shared_dir / "data", tmp_path / "results", cache,
+                           "--search-backend", "faiss")
     assert (faiss_dir / "run.trec.gz").read_bytes() == (cold / "run.trec.gz").read_bytes()
 
 

@@ -84,7 +84,8 @@ def test_relevance_level_2_reproduces_trec_eval_out_test_aql(capsys, shared_dir,
     folder = shared_dir / "data" / "trec_eval-test"
     expected = printed_trec_eval_values(folder / "out.test.aql")
     assert all(len(v) == 42 for v in expected.values()) and expected["301"]["ndcg_cut_10"] == "0.0439"
-    assert not mismatches_with_trec_eval(capsys, folder / "results.test", folder / "qrels.rel_level", expected, flag, "2")
+    qrels = folder / "qrels.rel_level"
+    assert not mismatches_with_trec_eval(capsys, folder / "results.test", qrels, expected, flag, "2")
 
 
 def test_relevance_level_decides_which_grades_binary_metrics_count_and_ndcg_keeps_gains(capsys, tmp_path):

@@ -400,8 +400,9 @@ def _check_unit_rows(vectors: Any, table: ItemTable, rows: np.ndarray, model_nam
         item = table.ids[int(rows[bad[0]])]
         raise MbenchError(
             f"model {model_name!r} declares cosine similarity but returned a {role} embedding of norm "
-            f"{norms[bad[0]]:.6g} for item {item!r} ({bad.size} such rows in this shard): a cosine model must return "
-            "L2-normalised rows (mbench stores and searches exactly what the model returns), or declare similarity 'dot'"
+            f"{norms[bad[0]]:.6g} for item {item!r} ({bad.size} such rows in this shard): a cosine model must "
+            "return L2-normalised rows (mbench stores and searches exactly what the model returns), or declare "
+            "similarity 'dot'"
         )
 
 
