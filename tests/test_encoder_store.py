@@ -8,8 +8,8 @@ import torch
 
 from mbench.data.types import ItemTable
 from mbench.engine.encode import EncodeOptions
-from mbench.engine.pipeline import Encoder
-from mbench.engine.store import EmbeddingStore
+from mbench.engine.cache.encoder import Encoder
+from mbench.engine.cache.store import EmbeddingStore
 from mbench.errors import MbenchError
 from mbench.models.builtin.hashing import HashingRetriever
 
@@ -65,7 +65,7 @@ def test_a_cosine_model_returning_rows_that_are_not_unit_length_is_refused_namin
 
 def test_an_fp16_entry_of_an_earlier_mbench_is_never_reused(tmp_path) -> None:
     # Earlier versions keyed entries by "float32" (CPU) and stored fp16 copies under that key.
-    from mbench.engine.encode import embedding_key, item_content_hash
+    from mbench.engine.cache.keys import embedding_key, item_content_hash
     from mbench.models.base import model_fingerprint
 
     model = Scaled()

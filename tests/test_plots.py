@@ -9,9 +9,9 @@ import pytest
 from fake_results import write_result
 
 from mbench.cli import main
-from mbench.leaderboard import load_leaderboard
-from mbench.plots import bar_figure, modality_figure
-from mbench.tables import build_table
+from mbench.reporting.leaderboard import load_leaderboard
+from mbench.reporting.plots import bar_figure, modality_figure
+from mbench.reporting.tables import build_table
 
 REPO = Path(__file__).resolve().parents[1]
 TABLE1 = REPO / "leaderboards" / "mm-embed-table1.yaml"

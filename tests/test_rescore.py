@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from mbench.engine.rescore import exact_scores, exact_top_k, summation_error_bound
-from mbench.engine.store import RowConcat
+from mbench.engine.cache.store import RowConcat
 
 
 def exhaustive(queries: np.ndarray, pool: np.ndarray, tie_rank: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _side(path: Path, label: str) -> list:
-    from mbench.result_index import load_found, scan_results
+    from mbench.reporting.result_index import load_found, scan_results
     from mbench.results import result_exists
 
     if not path.exists():
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     """Compare the two sides and print one line per paired task."""
     import pandas as pd
 
-    from mbench.stats import compare_pair, match_results
+    from mbench.reporting.stats import compare_pair, match_results
 
     if args.resamples < 1:
         raise MbenchError("--resamples must be at least 1")
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         {
             "task": [c.task for c in comparisons],
             "pool": [c.pool for c in comparisons],
-            "variant": [c.a.variant if c.a.variant == c.b.variant else f"{c.a.variant} vs {c.b.variant}" for c in comparisons],
+            "variant": [_variant(c) for c in comparisons],
             "metric": [c.metric for c in comparisons],
             "n": [c.n_queries for c in comparisons],
             "A": [c.mean_a for c in comparisons],
@@ -95,3 +95,9 @@ def run(args: argparse.Namespace) -> int:
         f"p: two-sided paired sign-flip randomisation test ({args.resamples} permutations); † p < 0.05."
     )
     return 0
+
+
+def _variant(comparison: object) -> str:
+    """The variant both sides share, or ``A vs B`` when they differ (a retrieval against its rerank)."""
+    a, b = comparison.a.record.variant, comparison.b.record.variant  # type: ignore[attr-defined]
+    return a if a == b else f"{a} vs {b}"

@@ -21,8 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Draw the figures and print the path of each PNG written."""
-    from mbench.leaderboard import load_leaderboard, resolve_leaderboard_path
-    from mbench.plots import plot_leaderboard
+    from mbench.reporting.leaderboard import load_leaderboard, resolve_leaderboard_path
+    from mbench.reporting.plots import plot_leaderboard
     from mbench.results import default_results_dir
 
     spec = load_leaderboard(resolve_leaderboard_path(args.spec), tasks_dirs=args.tasks_dir)

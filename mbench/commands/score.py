@@ -53,10 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Score the run and print the averages (and per-query values) as a table or JSON."""
+    from mbench.engine.scoring import score_run
+    from mbench.formats.qrels import read_qrels
+    from mbench.formats.runs import read_run
     from mbench.metrics import parse_metric, required_depth
-    from mbench.qrels import read_qrels
-    from mbench.runfiles import read_run
-    from mbench.scoring import score_run
 
     if args.relevance_level < 1:
         raise MbenchError(

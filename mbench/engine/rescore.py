@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from mbench.engine.distributed import merge_top_k
+from mbench.engine.ranking import merge_top_k
 
 RESCORE_MARGIN = 16
 _UNIT_ROUNDOFF = 2.0**-24

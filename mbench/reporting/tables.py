@@ -17,8 +17,8 @@ from pathlib import Path
 import pandas as pd
 
 from mbench.errors import MbenchError
-from mbench.leaderboard import Leaderboard, NumberFormat, ReferenceColumn, Row, RunColumn, parse_leaderboard
-from mbench.result_index import FoundResult, filter_results, newest, scan_results
+from mbench.reporting.leaderboard import Leaderboard, NumberFormat, ReferenceColumn, Row, RunColumn, parse_leaderboard
+from mbench.reporting.result_index import FoundResult, filter_results, newest, scan_results
 
 FORMATS = ("md", "latex", "csv", "html")
 MISSING = "–"
@@ -78,10 +78,10 @@ class _RunFiller:
 
     def _task_or_group(self, row: Row, name: str, chain: tuple[str, ...]) -> float:
         if name in self.index.groups:
-            members = self.index.group(name).tasks
-            # A group is the mean over its direct members (a member group counts once), as MTEB averages CQADupStack.
-            values = [self._task_or_group(row, member, (*chain, name)) for member in members]
-            return float(sum(values) / len(values)) if all(not math.isnan(v) for v in values) else math.nan
+            # A group is the mean over its scored direct members (a member group counts once), as MTEB
+            # averages CQADupStack; TaskIndex.scored_members is the one rule for which members count.
+            values = [self._task_or_group(row, member, (*chain, name)) for member in self.index.scored_members(name)]
+            return _mean_if_complete(values)
         matches = filter_results(
             self.results,
             root=self.root,
@@ -95,11 +95,11 @@ class _RunFiller:
             return math.nan
         chosen = newest(matches)
         if len(matches) > 1:
-            fingerprints = sorted({m.fingerprint[:12] for m in matches})
+            fingerprints = sorted({m.record.fingerprint[:12] for m in matches})
             self.ambiguous.append(f"{name} ({len(matches)} results, fingerprints {', '.join(fingerprints)})")
         if not chain:
             self.chosen[row.key] = chosen
-        value = chosen.record["metrics"].get(row.metric)
+        value = chosen.record.metrics.get(row.metric)
         if value is None:
             self.lacking_metric.append(f"{name} ({chosen.directory})")
             return math.nan
@@ -180,7 +180,7 @@ def significance(
     table: Table, baseline: str, *, n_resamples: int = 10_000, seed: int = 0
 ) -> dict[tuple[str, str], float]:
     """Sign-flip p-values of every run cell against the baseline run column, on task rows with both results."""
-    from mbench.stats import paired_values, sign_flip_p_value
+    from mbench.reporting.stats import paired_values, sign_flip_p_value
 
     names = {c.name: c.name for c in table.spec.runs} | {c.label: c.name for c in table.spec.runs}
     if baseline not in names:
@@ -463,14 +463,14 @@ def adhoc_leaderboard(
     tasks_dirs: Iterable[str | Path] = (),
 ) -> Leaderboard:
     """A leaderboard for `mbench table --tasks ... --models ... --metric ...` (no spec file)."""
-    from mbench.result_index import model_dir_name
+    from mbench.reporting.result_index import model_dir_name
     from mbench.tasks.index import get_index
 
     index = get_index(tasks_dirs)
     task_names = index.expand(tasks)
     found = scan_results(Path(results_dir))
     if not models:
-        models = sorted({f.model_name for f in found if f.task in task_names})
+        models = sorted({f.record.model_name for f in found if f.task in task_names})
         if not models:
             raise MbenchError(f"no results for {', '.join(tasks)} under {results_dir}; pass --results-dir or run them")
     rows = []
@@ -481,7 +481,7 @@ def adhoc_leaderboard(
         row_pool = pool
         if row_pool is None:
             pools = sorted(
-                {f.pool for f in found if f.task == task_name and (f.model_name in models or model_dir_name(f, Path(results_dir)) in models)}
+                {f.pool for f in found if f.task == task_name and (f.record.model_name in models or model_dir_name(f, Path(results_dir)) in models)}
             )
             if len(pools) > 1:
                 raise MbenchError(f"{task_name}: results exist for pools {', '.join(pools)}; choose one with --pool")
@@ -508,7 +508,7 @@ def adhoc_leaderboard(
         ),
         "runs": [{"name": _column_name(m), "display": m, "model": m} for m in models],
     }
-    from mbench.leaderboard import check_tasks
+    from mbench.reporting.leaderboard import check_tasks
 
     leaderboard = parse_leaderboard(data, "mbench table --tasks")
     check_tasks(leaderboard, "mbench table --tasks", tasks_dirs)

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from mbench.errors import MbenchError
-from mbench.leaderboard import Leaderboard
-from mbench.tables import Table, build_table
+from mbench.reporting.leaderboard import Leaderboard
+from mbench.reporting.tables import Table, build_table
 
 PAPER_WIDTH_IN = 7.0
 DPI = 200
@@ -172,7 +172,7 @@ def modality_figure(table: Table, metric: str = MODALITY_METRIC) -> Any | None:
             found = next(
                 (f for (key, name), f in table.results.items() if name == run.name and f.task == task), None
             )
-            value = None if found is None else found.record["metrics"].get(metric)
+            value = None if found is None else found.record.metrics.get(metric)
             values.append(math.nan if value is None else float(value))
         runs.append((run.label, values))
     # Published modality accuracies live in rows whose metric is this one (MM-Embed Table 2).
