@@ -93,6 +93,9 @@ def validate_task(
     checked, image_problems = _check_images(data, full=full)
     problems.extend(image_problems)
     judged = "no qrels" if n_qrels is None else f"{n_qrels} judgments"
+    outside = data.qrels.outside_pool if data.qrels is not None else 0
+    if outside:
+        judged += f" ({outside} on the other dataset's candidates: global pool only)"
     summary = (f"{n_queries} queries, {len(data.pool)} candidates, {judged}, "
                f"{checked} images opened{' (all)' if full else ''}")
     return problems, notes, summary

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from mbench.data.common import Problems, check_unique, read_jsonl, require_column
-from mbench.data.types import ItemTable, TaskData
+from mbench.data.types import ItemTable, QrelsSource, TaskData
 from mbench.errors import MbenchError
 from mbench.metrics import Relevance
 from mbench.tasks.spec import TaskSpec
@@ -156,8 +156,10 @@ def build_task(
     excluded = None
     if spec.ignore_identical_ids:
         excluded = doc_index.get_indexer(query_table.ids).astype(np.int64)
+    qrels_file = Path(qrels_src).absolute() if Path(qrels_src).is_file() else qrels_src  # else a hub id
     return TaskData(
         name=spec.name, queries=query_table, pool=pool, relevance=relevance, excluded=excluded, source=provenance,
+        qrels=QrelsSource(files=(str(qrels_file),), format="beir"),
     )
 
 

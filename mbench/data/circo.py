@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from mbench.data.common import Problems
-from mbench.data.types import ItemTable, TaskData
+from mbench.data.types import ItemTable, QrelsSource, TaskData
 from mbench.errors import MbenchError
 from mbench.metrics import Relevance
 from mbench.tasks.spec import TaskSpec
@@ -170,4 +170,5 @@ def load_circo(spec: TaskSpec, folder: Path) -> TaskData:
     pool = ItemTable(ids=[str(i) for i in ids], texts=[None] * len(ids), images=files, modalities=["image"] * len(ids))
     return TaskData(
         name=spec.name, queries=query_table, pool=pool, relevance=relevance, targets=targets, source=str(folder),
+        qrels=QrelsSource(files=(str(path.absolute()),), format="circo") if relevance is not None else None,
     )

@@ -143,11 +143,23 @@ def _require_hub(spec: TaskSpec, data_dir: Path | str | None) -> None:
         raise MbenchError(_not_found(spec, data_dir))
 
 
+# The hub readers come with the `hub` extra; a missing one is a setup step to name, not a failure to report.
+HUB_MODULES = ("datasets", "huggingface_hub")
+HUB_EXTRA_HINT = 'pip install "mbench[hub]"'
+
+
 def _from_hub(spec: TaskSpec, data_dir: Path | str | None, fetch: Callable):
     try:
         return fetch()
     except MbenchError:
         raise
+    except ModuleNotFoundError as err:
+        if err.name not in HUB_MODULES:
+            raise
+        raise MbenchError(
+            f"{_not_found(spec, data_dir)}\n(downloading needs the `{err.name}` package, which is not installed: "
+            f"{HUB_EXTRA_HINT} installs datasets and huggingface_hub)"
+        ) from None
     except Exception as err:  # network, auth or missing revision: say what failed and how to work offline
         raise MbenchError(f"{_not_found(spec, data_dir)}\n(downloading failed: {type(err).__name__}: {err})") from err
 
@@ -182,7 +194,8 @@ def _not_found(spec: TaskSpec, data_dir: Path | str | None) -> str:
         f"--repo-type dataset{' --revision ' + spec.revision if spec.revision else ''} --local-dir ROOT/{spec.data_folder})"
         " and extract its image archive there",
         "beir": f"download the BEIR dataset into ROOT/{spec.data_folder} (corpus.jsonl, queries.jsonl, qrels/{spec.split}.tsv)"
-        + (f", or let mbench fetch {spec.hf_dataset}@{spec.revision} from the hub" if spec.hf_dataset else ""),
+        + (f", or let mbench fetch {spec.hf_dataset}@{spec.revision} from the hub (needs {HUB_EXTRA_HINT})"
+           if spec.hf_dataset else ""),
         "circo": f"clone https://github.com/miccunifi/CIRCO into ROOT/{spec.data_folder} (annotations/) and unzip the "
         "COCO 2017 unlabeled images (unlabeled2017/) and image_info_unlabeled2017.json there",
     }[spec.adapter]
