@@ -39,7 +39,10 @@ class NumberFormat(_Strict):
     """How fractions are shown: multiplied by `scale`, with `decimals` digits after the point."""
 
     scale: float = Field(default=100.0, gt=0, description="fractions are multiplied by this (100: percent)")
-    decimals: int = Field(default=1, ge=0, le=6)
+    decimals: int | None = Field(
+        default=None, ge=0, le=6,
+        description="digits after the point (a paper's precision); default: mbench's display rule (2, or $MBENCH_DECIMALS)",
+    )
 
 
 class ResultFilter(_Strict):

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from mbench.display import display_decimals, format_value
 from mbench.errors import MbenchError
 from mbench.leaderboard import Leaderboard, NumberFormat, ReferenceColumn, Row, RunColumn, parse_leaderboard
 from mbench.result_index import FoundResult, filter_results, newest, scan_results
@@ -206,13 +207,10 @@ def significance(
 # ---------------------------------------------------------------- rendering
 
 
-def format_number(value: float, number_format: NumberFormat, *, signed: bool = False) -> str:
-    """A fraction as shown: scaled, rounded; signed values get + or - (a rounded zero gets neither)."""
-    scaled = round(value * number_format.scale, number_format.decimals)
-    if scaled == 0:
-        scaled = 0.0  # no "-0.0"
-    text = f"{scaled:.{number_format.decimals}f}"
-    return f"+{text}" if signed and scaled > 0 else text
+def format_number(value: float, number_format: NumberFormat, *, signed: bool = False, decimals: int | None = None) -> str:
+    """A fraction as shown (mbench.display's rule): scaled, rounded; signed values get + or - (a rounded zero gets neither)."""
+    shown = display_decimals(decimals, number_format.decimals)
+    return format_value(value, shown, scale=number_format.scale, signed=signed)
 
 
 @dataclass
@@ -241,9 +239,11 @@ class _Layout:
 
 
 def _layout(
-    table: Table, *, delta: bool, p_values: dict[tuple[str, str], float] | None, baseline: str | None
+    table: Table, *, delta: bool, p_values: dict[tuple[str, str], float] | None, baseline: str | None,
+    decimals: int | None = None,
 ) -> _Layout:
     spec, fmt = table.spec, table.spec.format
+    decimals = display_decimals(decimals, fmt.decimals)
     deltas = delta_columns(table) if delta else None
     header = ["Task", "Metric"]
     order: list[tuple[str, str]] = []  # (kind, column name) with kind value|delta
@@ -260,7 +260,7 @@ def _layout(
     for key in table.values.index:
         value_row = table.values.loc[key]
         shown = {
-            name: format_number(v, fmt) for name, v in value_row.items() if not math.isnan(v)
+            name: format_number(v, fmt, decimals=decimals) for name, v in value_row.items() if not math.isnan(v)
         }
         best = None
         if len(shown) >= 2:
@@ -277,9 +277,9 @@ def _layout(
                 cells.append(_Cell(shown[name], bold=best is not None and float(shown[name]) == best, marked=marked))
             else:
                 d = deltas.at[key, name]  # type: ignore[union-attr]
-                cells.append(_Cell(MISSING, missing=True) if math.isnan(d) else _Cell(format_number(d, fmt, signed=True)))
+                cells.append(_Cell(MISSING, missing=True) if math.isnan(d) else _Cell(format_number(d, fmt, signed=True, decimals=decimals)))
         rows.append(cells)
-    legend = [f"Values x{fmt.scale:g}, {fmt.decimals} decimal(s); {MISSING} = no result; best of each row in bold."]
+    legend = [f"Values x{fmt.scale:g}, {decimals} decimal(s); {MISSING} = no result; best of each row in bold."]
     if p_values is not None and baseline is not None:
         legend.append(
             f"{SIGNIFICANCE_MARK} differs from {table.column_label(baseline) if baseline in table.run_names else baseline} "
@@ -304,11 +304,12 @@ def render(
     delta: bool = False,
     p_values: dict[tuple[str, str], float] | None = None,
     baseline: str | None = None,
+    decimals: int | None = None,
 ) -> str:
-    """The table as markdown, LaTeX (booktabs), CSV (full-precision fractions) or HTML."""
+    """The table as markdown, LaTeX (booktabs), CSV (full-precision fractions) or HTML (``decimals``: --decimals)."""
     if fmt == "csv":
         return render_csv(table, delta=delta, p_values=p_values)
-    layout = _layout(table, delta=delta, p_values=p_values, baseline=baseline)
+    layout = _layout(table, delta=delta, p_values=p_values, baseline=baseline, decimals=decimals)
     if fmt == "md":
         return _render_md(table, layout)
     if fmt == "latex":

@@ -129,7 +129,7 @@ def test_ties_after_rounding_are_all_bold(tmp_path: Path) -> None:
     write_result(tmp_path / "r", model="a", task="mteb.scifact", pool="local", per_query={"ndcg@10": [0.50004]},
                  main_metric="ndcg@10")  # fmt: skip
     text = render(build_table(load_leaderboard(spec_path), tmp_path / "r"), "md", delta=True)
-    assert "| **50.0** | **50.0** | 0.0 |" in text
+    assert "| **50.00** | **50.00** | 0.00 |" in text  # the display rule's 2 decimals: the spec sets none
 
 
 def test_csv_keeps_full_precision_fractions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -278,8 +278,8 @@ def test_adhoc_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     out, _ = _table(capsys, "--tasks", "mteb.scifact", "mteb.nfcorpus", "--results-dir", str(tmp_path))
     rows = _md_rows(out)
     assert rows["Task"] == ["Metric", "bm25", "minilm"]
-    assert rows["mteb.scifact"] == ["ndcg@10", "25.0", "**75.0**"]
-    assert rows["Mean"] == ["mean", "37.5", "**62.5**"]
+    assert rows["mteb.scifact"] == ["ndcg@10", "25.00", "**75.00**"]
+    assert rows["Mean"] == ["mean", "37.50", "**62.50**"]
     out, _ = _table(capsys, "--tasks", "mteb.scifact", "--models", "minilm", "--metric", "ndcg@10", "recall@10",
                     "--results-dir", str(tmp_path), "--format", "csv")  # fmt: skip
     rows = list(csv.DictReader(io.StringIO(out)))
@@ -292,7 +292,7 @@ def test_adhoc_table_asks_for_a_pool_when_results_have_several(tmp_path: Path, c
     assert main(["table", "--tasks", "mbeir.cirr.it2i", "--results-dir", str(tmp_path)]) == 2
     assert "--pool" in capsys.readouterr().err
     out, _ = _table(capsys, "--tasks", "mbeir.cirr.it2i", "--results-dir", str(tmp_path), "--pool", "global")
-    assert "100.0" in out
+    assert "100.00" in out
 
 
 def test_spec_errors_exit_2_with_the_file_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

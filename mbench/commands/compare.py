@@ -11,6 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from mbench.display import add_decimals_argument
 from mbench.errors import MbenchError
 
 
@@ -22,6 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples and permutations (default: 10000)")
     parser.add_argument("--seed", type=int, default=0, help="random seed of both procedures (default: 0)")
     parser.add_argument("--format", choices=("md", "csv"), default="md", help="md: x100, rounded; csv: fractions, full precision")
+    add_decimals_argument(parser)
 
 
 def _side(path: Path, label: str) -> list:
@@ -80,14 +82,21 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "csv":
         sys.stdout.write(frame.to_csv(index=False))
         return 0
+    from mbench.display import display_decimals, format_value
+
+    decimals = display_decimals(args.decimals)
+
+    def shown(value: float, signed: bool = False) -> str:
+        return format_value(value, decimals, signed=signed)
+
     print(f"A = {args.result_a}\nB = {args.result_b}\n")
     print("| task | pool | variant | metric | n | A | B | Δ (B − A) | 95% CI | p |")
     print("|:---|:---|:---|:---|---:|---:|---:|---:|:---:|---:|")
     for c, variant in zip(comparisons, frame["variant"]):
         mark = " †" if c.significant else ""
         print(
-            f"| {c.task} | {c.pool} | {variant} | {c.metric} | {c.n_queries} | {100 * c.mean_a:.2f} | "
-            f"{100 * c.mean_b:.2f} | {100 * c.delta:+.2f}{mark} | [{100 * c.ci_low:+.2f}, {100 * c.ci_high:+.2f}] | "
+            f"| {c.task} | {c.pool} | {variant} | {c.metric} | {c.n_queries} | {shown(c.mean_a)} | "
+            f"{shown(c.mean_b)} | {shown(c.delta, True)}{mark} | [{shown(c.ci_low, True)}, {shown(c.ci_high, True)}] | "
             f"{c.p_value:.4f} |"
         )
     print(

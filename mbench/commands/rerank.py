@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mbench.display import add_decimals_argument
 from mbench.errors import MbenchError
 
 
@@ -32,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the reranker's dtype (default: bf16 on CUDA, fp32 on CPU)")
     parser.add_argument("--overwrite", action="store_true", help="recompute an existing rerank result")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_decimals_argument(parser)
 
 
 def data_dir_from_source(source: str | None, data_folder: str) -> Path | None:
@@ -51,6 +53,7 @@ def data_dir_from_source(source: str | None, data_folder: str) -> Path | None:
 def run(args: argparse.Namespace) -> int:
     """Rerank the result, write it beside the first stage, print the main metric before and after."""
     from mbench.data.loader import load_task
+    from mbench.display import display_decimals, format_value
     from mbench.engine.rerank import SUBMISSION_FILE, rerank_result
     from mbench.models.base import model_kind
     from mbench.models.registry import build_model, parse_model_args
@@ -96,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     before = (first.get("metrics") or {}).get(main)
     after = reranked["metrics"][main]
-    before_text = f"{100 * before:.2f}" if before is not None else "n/a"
-    print(f"{main}: retrieval {before_text}  rerank {100 * after:.2f}"
-          + (f"  ({100 * (after - before):+.2f})" if before is not None else ""))
+    decimals = display_decimals(args.decimals)
+    before_text = format_value(before, decimals) if before is not None else "n/a"
+    print(f"{main}: retrieval {before_text}  rerank {format_value(after, decimals)}"
+          + (f"  ({format_value(after - before, decimals, signed=True)})" if before is not None else ""))
     return 0

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from mbench.display import add_decimals_argument
 from mbench.engine.instructions import INSTRUCTION_POLICIES
 
 
@@ -41,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rerank-top-k", type=int, default=10, metavar="K", help="candidates reranked per query")
     parser.add_argument("--rerank-batch-size", type=int, default=8, metavar="N", help="pairs per reranker forward pass")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_decimals_argument(parser)
 
 
 def _default_device() -> str:
@@ -116,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.reranker:
         outcomes = _rerank_all(args, outcomes, options)
-    print(_summary_table(model.meta.name, outcomes))
+    print(_summary_table(model.meta.name, outcomes, args.decimals))
     return 0
 
 
@@ -175,15 +177,20 @@ def _compatible_tasks(meta: object, specs: list, named: set[str]) -> list:
     return kept
 
 
-def _summary_table(model_name: str, outcomes: list) -> str:
-    """Main metric per task (x100, two decimals), as a plain table."""
+def _summary_table(model_name: str, outcomes: list, decimals: int | None = None) -> str:
+    """Main metric per task (x100, rounded by mbench.display's rule), as a plain table."""
     from tabulate import tabulate
 
+    from mbench.display import display_decimals, format_value
+
+    shown = display_decimals(decimals)
     rows = []
     for spec, outcome in outcomes:
         record = outcome.record
         main = record.get("main_metric")
         value = record.get("metrics", {}).get(main) if main else None
-        rows.append([outcome.task, record.get("pool"), main or "-", "-" if value is None else f"{100 * value:.2f}",
+        rows.append([outcome.task, record.get("pool"), main or "-", "-" if value is None else format_value(value, shown),
                      record.get("n_queries")])
-    return f"model: {model_name}\n" + tabulate(rows, headers=["task", "pool", "main metric", "x100", "queries"])
+    # Values stay as formatted (tabulate would reparse "40.00" as 40).
+    return f"model: {model_name}\n" + tabulate(rows, headers=["task", "pool", "main metric", "x100", "queries"],
+                                                 disable_numparse=True, colalign=("left",) * 3 + ("right",) * 2)

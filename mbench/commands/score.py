@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 
+from mbench.display import add_decimals_argument
 from mbench.errors import MbenchError
 
 DEFAULT_METRICS = ("ndcg@10", "recall@10", "recall@100", "map_cut@1000", "mrr@10", "precision@10")
@@ -36,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "default: over the queries in both",
     )
     parser.add_argument("--format", choices=("table", "json"), default="table", help="output format (default: table)")
+    add_decimals_argument(parser)
     parser.add_argument(
         "--qrels-format", choices=("auto", "trec", "mbeir", "beir", "circo"), default="auto",
         help="QRELS format (default: detected from the content)",
@@ -89,10 +91,13 @@ def run(args: argparse.Namespace) -> int:
 
     from tabulate import tabulate
 
+    from mbench.display import display_decimals, format_value
+
+    decimals = display_decimals(args.decimals)
     # Values are formatted here so that numeric-looking query ids stay text.
-    rows = [["all", *(f"{100 * means[m.name]:.2f}" for m in metrics)]]
+    rows = [["all", *(format_value(means[m.name], decimals) for m in metrics)]]
     if args.per_query:
-        per_query = [[f"{100 * v:.2f}" for v in scores.per_query[m.name].tolist()] for m in metrics]
+        per_query = [[format_value(v, decimals) for v in scores.per_query[m.name].tolist()] for m in metrics]
         rows += [[qid, *(column[i] for column in per_query)] for i, qid in enumerate(scores.qids)]
     aligns = ["left", *(["right"] * len(metrics))]
     print(tabulate(rows, headers=["query", *(m.name for m in metrics)], disable_numparse=True, colalign=aligns))

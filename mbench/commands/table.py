@@ -9,6 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from mbench.display import add_decimals_argument
 from mbench.errors import MbenchError
 
 FORMATS = ("md", "latex", "csv", "html")
@@ -34,6 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resamples", type=int, default=10_000, help="permutations of the significance test (default: 10000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the significance test (default: 0)")
     parser.add_argument("--list", action="store_true", help="list the packaged leaderboards and exit")
+    add_decimals_argument(parser)
     adhoc = parser.add_argument_group("ad-hoc table (no SPEC)")
     adhoc.add_argument("--tasks", nargs="+", metavar="TASK", help="tasks, groups or glob patterns: one row each")
     adhoc.add_argument("--models", nargs="+", metavar="MODEL", help="one column per model name (default: every model with results)")
@@ -83,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     baseline = None
     if args.significance is not None:
         baseline = next(c.name for c in spec.runs if args.significance in (c.name, c.label))
-    text = render(table, args.format, delta=args.delta, p_values=p_values, baseline=baseline)
+    text = render(table, args.format, delta=args.delta, p_values=p_values, baseline=baseline, decimals=args.decimals)
     for note in table.notes:
         print(f"mbench table: note: {note}", file=sys.stderr)
     if args.out is not None:
