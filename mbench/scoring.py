@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mbench.errors import MbenchError
-from mbench.metrics import Metric, Relevance, evaluate, parse_metric
+from mbench.metrics import Metric, Relevance, evaluate, order_free_mean, parse_metric
 from mbench.qrels import Qrels
 from mbench.runfiles import Run
 
@@ -30,7 +30,8 @@ class RunScores:
 
     def mean(self) -> dict[str, float]:
         """The mean of every metric over the scored queries."""
-        return {name: float(values.mean()) if values.size else 0.0 for name, values in self.per_query.items()}
+        # The same mean as a run's result.json, whatever order the run file lists the queries in.
+        return {name: order_free_mean(values) for name, values in self.per_query.items()}
 
 
 def score_run(run: Run, qrels: Qrels, metrics: Sequence[str | Metric], *, complete: bool = False) -> RunScores:

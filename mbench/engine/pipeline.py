@@ -410,6 +410,7 @@ def run_task(model: Any, model_args: dict[str, Any], spec: TaskSpec, options: Ru
     from mbench import results
     from mbench.data.loader import load_task
     from mbench.models.base import check_modalities, model_fingerprint
+    from mbench.rescoring import qrels_record
 
     meta = model.meta
     fingerprint = model_fingerprint(meta)
@@ -435,6 +436,7 @@ def run_task(model: Any, model_args: dict[str, Any], spec: TaskSpec, options: Ru
         "model_args": {k: str(v) for k, v in model_args.items()},
         "depth": details["depth"],
         "dataset": {"source": data.source},
+        "qrels": qrels_record(data.qrels),
         "instruction_policy": options.instruction_policy,
         "seed": options.seed,
         "instructions": details["instructions"],
