@@ -85,6 +85,16 @@ class Average(_Strict):
     id: str = Field(pattern=_ID_PATTERN)
     rows: list[str] = Field(min_length=1, description="ids of the rows averaged")
     display: str | None = None
+    metric: str | None = Field(
+        default=None, description="average this metric of the rows' tasks instead of each row's own metric"
+    )
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, metric: str | None) -> str | None:
+        if metric is not None:
+            parse_metric(metric)
+        return metric
 
     @property
     def label(self) -> str:

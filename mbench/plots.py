@@ -157,14 +157,57 @@ def bar_figure(table: Table) -> Any:
 MODALITY_METRIC = "modality_acc@1"
 
 
+def single_modality_reason(found: Any, task_spec: Any) -> str | None:
+    """Why modality accuracy is 100% by construction for this result (its pool has one modality), else None.
+
+    Known from the pool's modality counts the result records, else from the task: a BEIR pool is
+    text only, a union pool (M-BEIR global) mixes modalities; otherwise it cannot be told and the bar is drawn.
+    """
+    counts = found.record.get("pool_modalities")
+    if counts:
+        return f"every candidate of its pool is {next(iter(counts))}" if len(counts) == 1 else None
+    if task_spec is None:
+        return None
+    if task_spec.adapter == "beir":
+        return "its pool is text only"
+    return None
+
+
+def modality_left_out(table: Table, metric: str = MODALITY_METRIC) -> dict[str, str]:
+    """Tasks of the table the modality figure leaves out, each with the reason."""
+    from mbench.tasks.index import get_index
+
+    index = get_index()
+    found_by_task: dict[str, list[Any]] = {}
+    for (_, _), found in table.results.items():
+        found_by_task.setdefault(found.task, []).append(found)
+    left_out = {}
+    for row in table.spec.rows:
+        if table.row_kinds[row.key] != "task" or row.task in left_out:
+            continue
+        results = found_by_task.get(row.task, [])
+        with_metric = [f for f in results if f.record["metrics"].get(metric) is not None]
+        task_spec = index.task(row.task) if row.task in index.tasks else None
+        reasons = {single_modality_reason(f, task_spec) for f in with_metric}
+        if results and not with_metric:
+            left_out[row.task] = f"no {metric} in its results"
+        elif with_metric and None not in reasons:
+            left_out[row.task] = f"{sorted(reasons)[0]}: {metric} is 100% by construction"
+    return left_out
+
+
 def modality_figure(table: Table, metric: str = MODALITY_METRIC) -> Any | None:
-    """Modality accuracy per task for each run (bars) and published values (markers); None when there is none."""
+    """Modality accuracy per task for each run (bars) and published values (markers), over the tasks where it
+    means something (see modality_left_out, noted under the axes); None when there is no such task."""
     plt = _pyplot()
     spec = table.spec
+    left_out = modality_left_out(table, metric)
     tasks: dict[str, str] = {}  # task -> label, in row order
     for row in spec.rows:
-        if table.row_kinds[row.key] == "task":
+        if table.row_kinds[row.key] == "task" and row.task not in left_out:
             tasks.setdefault(row.task, row.label)
+    if not tasks:
+        return None
     runs = []
     for run in spec.runs:
         values = []
@@ -196,6 +239,12 @@ def modality_figure(table: Table, metric: str = MODALITY_METRIC) -> Any | None:
         pad=8 + 11 * legend_lines,
     )
     fig.tight_layout()
+    if left_out:
+        import textwrap
+
+        # Below the figure's box: the saved PNG (bbox_inches="tight") grows to hold it.
+        note = "Left out: " + "; ".join(f"{task} ({why})" for task, why in left_out.items())
+        fig.text(0.01, -0.01, textwrap.fill(note, 140), fontsize=6, va="top", ha="left", color="0.3")
     return fig
 
 
@@ -203,8 +252,15 @@ def plot_leaderboard(
     spec: Leaderboard, results_dir: Path, out_dir: Path, *, tasks_dirs: Iterable[str | Path] = ()
 ) -> list[Path]:
     """Write `<spec>_bars.png` and, when any modality accuracy is known, `<spec>_modality.png`; return the paths."""
+    return plot_table(build_table(spec, results_dir, tasks_dirs=tasks_dirs), out_dir)[0]
+
+
+def plot_table(table: Table, out_dir: Path) -> tuple[list[Path], list[str]]:
+    """Write the figures of a filled table; return the PNG paths and notes (tasks left out and why)."""
     plt = _pyplot()
-    table = build_table(spec, results_dir, tasks_dirs=tasks_dirs)
+    spec = table.spec
+    left_out = modality_left_out(table)
+    notes = [f"modality figure leaves out {task}: {why}" for task, why in left_out.items()]
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -218,4 +274,6 @@ def plot_leaderboard(
         fig.savefig(path, dpi=DPI, bbox_inches="tight")
         plt.close(fig)
         written.append(path)
-    return written
+    if left_out and len(written) == 1:
+        notes.append("no modality figure: no task of the table has a pool of several modalities")
+    return written, notes

@@ -64,11 +64,25 @@ class FoundResult:
         return rerank.get("top_k")
 
     @property
+    def limit(self) -> int | None:
+        """N of a partial result of `mbench run --limit N`; None for a full result."""
+        entry = self.record.get("limit")
+        return int(entry["queries"]) if entry else None
+
+    @property
+    def limit_variant(self) -> str | None:
+        """The sample a partial result was computed on (`limit-5`, `limit-5-pool-all`, ...); None when full."""
+        from mbench.data.limit import Limit
+
+        entry = self.record.get("limit")
+        return Limit.from_record(entry).variant if entry else None
+
+    @property
     def variant(self) -> str:
-        """`retrieval`, or `rerank:<reranker>@top<k>`: what distinguishes results of one model on one task."""
-        if self.kind != "rerank":
-            return "retrieval"
-        return f"rerank:{self.reranker_name}@top{self.rerank_top_k}"
+        """`retrieval`, or `rerank:<reranker>@top<k>`, plus ` [limit-N]` for a partial result: what
+        distinguishes results of one model on one task (a partial result pairs only with one of the same sample)."""
+        base = "retrieval" if self.kind != "rerank" else f"rerank:{self.reranker_name}@top{self.rerank_top_k}"
+        return base if self.limit_variant is None else f"{base} [{self.limit_variant}]"
 
     @property
     def created(self) -> datetime:
@@ -86,7 +100,7 @@ class FoundResult:
         return self.directory / PER_QUERY_FILE
 
     def describe(self) -> str:
-        """A short human-readable name: model, fingerprint prefix, task, pool, variant."""
+        """A short human-readable name: model, fingerprint prefix, task, pool, variant (with a partial result's sample)."""
         return f"{self.model_name}/{self.fingerprint[:12]} {self.task} [{self.pool}, {self.variant}]"
 
 
@@ -143,11 +157,15 @@ def filter_results(
     fingerprint: str | None = None,
     reranker: str | None = None,
     top_k: int | None = None,
+    limit: int | None = None,
 ) -> list[FoundResult]:
-    """The results that match every given selector (None selects anything)."""
+    """The results that match every given selector (None selects anything, except ``limit``: None
+    selects full results only, N the partial results of `mbench run --limit N`: the two never mix)."""
     matched = []
     for found in results:
         if found.task != task or (pool is not None and found.pool != pool) or found.kind != kind:
+            continue
+        if found.limit != limit:
             continue
         # A run is found by the plugin's own name, its folder, or the name the user ran it with
         # (an alias such as `minilm`).

@@ -37,6 +37,9 @@ class Table:
     row_kinds: dict[str, str]
     results: dict[tuple[str, str], FoundResult] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    limit: int | None = None  # N: the run columns hold partial results of `mbench run --limit N`
+    average_cells: dict[str, str] = field(default_factory=dict)  # average id -> what its metric cell says
+    average_note: str | None = None  # the footnote of averages over different metrics
 
     @property
     def run_names(self) -> list[str]:
@@ -49,11 +52,22 @@ class Table:
         return [c.name for c in self.spec.references]
 
     def column_label(self, name: str) -> str:
-        """The header of column `name`."""
-        for column in [*self.spec.runs, *self.spec.references]:
+        """The header of column `name` (a run column of partial results says so)."""
+        for column in self.spec.runs:
+            if column.name == name:
+                return column.label if self.limit is None else f"{column.label} [partial: limit {self.limit}]"
+        for column in self.spec.references:
             if column.name == name:
                 return column.label
         raise KeyError(name)
+
+    @property
+    def partial_legend(self) -> list[str]:
+        """The footnote every table of partial results carries."""
+        if self.limit is None:
+            return []
+        return [f"PARTIAL: run columns hold `mbench run --limit {self.limit}` results (a seeded sample of "
+                f"{self.limit} queries per task and the candidates they need): not comparable with full results."]
 
 
 def _column_filter(row: Row, column: RunColumn) -> dict[str, object]:
@@ -68,14 +82,21 @@ def _column_filter(row: Row, column: RunColumn) -> dict[str, object]:
 class _RunFiller:
     """Fills one run column: a cell per task row, group rows as means of their members."""
 
-    def __init__(self, spec: Leaderboard, column: RunColumn, root: Path, results: list[FoundResult], index) -> None:
+    def __init__(self, spec: Leaderboard, column: RunColumn, root: Path, results: list[FoundResult], index,
+                 limit: int | None = None) -> None:
         self.spec, self.column, self.root, self.results, self.index = spec, column, root, results, index
+        self.limit = limit
         self.chosen: dict[str, FoundResult] = {}
         self.ambiguous: list[str] = []
         self.lacking_metric: list[str] = []
+        self.other_samples: dict[str, set[int | None]] = {}  # task -> limits of results not shown
 
     def value(self, row: Row) -> float:
         return self._task_or_group(row, row.task, ())
+
+    def value_of_metric(self, row: Row, metric: str) -> float:
+        """The row's task or group scored with ``metric`` instead of the row's own (an average's `metric`)."""
+        return self._task_or_group(row.model_copy(update={"metric": metric}), row.task, ())
 
     def _task_or_group(self, row: Row, name: str, chain: tuple[str, ...]) -> float:
         if name in self.index.groups:
@@ -83,16 +104,23 @@ class _RunFiller:
             # A group is the mean over its direct members (a member group counts once), as MTEB averages CQADupStack.
             values = [self._task_or_group(row, member, (*chain, name)) for member in members]
             return float(sum(values) / len(values)) if all(not math.isnan(v) for v in values) else math.nan
-        matches = filter_results(
-            self.results,
+        selectors = dict(
             root=self.root,
             task=name,
             pool=self.spec.row_pool(row),
             model=self.column.model,
             fingerprint=self.column.fingerprint,
-            **_column_filter(row, self.column),  # type: ignore[arg-type]
+            **_column_filter(row, self.column),
         )
+        matches = filter_results(self.results, limit=self.limit, **selectors)  # type: ignore[arg-type]
         if not matches:
+            # Results of another sample (full vs --limit) are never shown here, but their existence is told.
+            others = {
+                found.limit for found in self.results
+                if found.limit != self.limit and filter_results([found], limit=found.limit, **selectors)  # type: ignore[arg-type]
+            }
+            if others:
+                self.other_samples.setdefault(name, set()).update(others)
             return math.nan
         chosen = newest(matches)
         if len(matches) > 1:
@@ -116,17 +144,53 @@ def _reference_values(spec: Leaderboard, reference: ReferenceColumn) -> dict[str
     for row in spec.rows:
         fraction = reference.fraction(row.key)
         out[row.key] = math.nan if fraction is None else fraction
+    metric_of = {row.key: row.metric for row in spec.rows}
     for average in spec.averages:
         published = reference.fraction(average.id)
-        # A published average is shown as printed (the paper averaged unrounded numbers); else computed.
-        out[average.id] = published if published is not None else _mean_if_complete([out[r] for r in average.rows])
+        # A published average is shown as printed (the paper averaged unrounded numbers); else computed
+        # from the published rows, when they hold the metric averaged.
+        computable = average.metric is None or all(metric_of[r] == average.metric for r in average.rows)
+        computed = _mean_if_complete([out[r] for r in average.rows]) if computable else math.nan
+        out[average.id] = published if published is not None else computed
     return out
 
 
+def describe_averages(spec: Leaderboard, index) -> tuple[dict[str, str], str | None]:
+    """Per average, what its metric cell says; and one footnote for the averages over different metrics."""
+    rows = {row.key: row for row in spec.rows}
+    cells: dict[str, str] = {}
+    mixed_rows: dict[str, Row] = {}
+    all_main = True
+    for average in spec.averages:
+        metrics = {rows[key].metric for key in average.rows}
+        if average.metric is not None or len(metrics) == 1:
+            cells[average.id] = average.metric or next(iter(metrics))
+            continue
+        for key in average.rows:
+            row = rows[key]
+            mixed_rows[key] = row
+            members = index.expand([row.task]) if row.task in index.groups else [row.task]
+            all_main &= all(index.task(m).main_metric == row.metric for m in members if m in index.tasks)
+        cells[average.id] = None  # type: ignore[assignment]  # filled below, once all_main is known
+    if not mixed_rows:
+        return cells, None
+    cell = f"{'main' if all_main else 'row'} metrics*"
+    cells = {key: cell if value is None else value for key, value in cells.items()}
+    by_metric: dict[str, list[str]] = {}
+    for row in mixed_rows.values():
+        by_metric.setdefault(row.metric, []).append(row.label)
+    common = max(by_metric, key=lambda m: len(by_metric[m]))
+    others = "; ".join(f"{m} for {', '.join(labels)}" for m, labels in by_metric.items() if m != common)
+    what = "each task's main metric" if all_main else "each row's metric"
+    return cells, (f"* The mean of {what} ({common}; {others}), as the MM-Embed paper averages; a single-metric "
+                   "mean: --mean-metric M, or `metric:` in a spec's average.")
+
+
 def build_table(
-    spec: Leaderboard, results_dir: Path, *, tasks_dirs: Iterable[str | Path] = ()
+    spec: Leaderboard, results_dir: Path, *, tasks_dirs: Iterable[str | Path] = (), limit: int | None = None
 ) -> Table:
-    """Fill `spec` from the results under `results_dir` (and the columns' own `results_dir`)."""
+    """Fill `spec` from the results under `results_dir` (and the columns' own `results_dir`): full
+    results, or with ``limit`` the partial results of `mbench run --limit N`."""
     from mbench.tasks.index import get_index
 
     index = get_index(tasks_dirs)
@@ -138,10 +202,15 @@ def build_table(
         root = Path(column.results_dir) if column.results_dir is not None else Path(results_dir)
         if root not in scanned:
             scanned[root] = scan_results(root)
-        filler = _RunFiller(spec, column, root, scanned[root], index)
+        filler = _RunFiller(spec, column, root, scanned[root], index, limit)
         cells = {row.key: filler.value(row) for row in spec.rows}
+        rows_by_key = {row.key: row for row in spec.rows}
         for average in spec.averages:
-            cells[average.id] = _mean_if_complete([cells[r] for r in average.rows])
+            if average.metric is None:
+                cells[average.id] = _mean_if_complete([cells[r] for r in average.rows])
+            else:
+                cells[average.id] = _mean_if_complete(
+                    [filler.value_of_metric(rows_by_key[r], average.metric) for r in average.rows])
         columns[column.name] = cells
         chosen.update({(key, column.name): found for key, found in filler.chosen.items()})
         if filler.ambiguous:
@@ -151,6 +220,10 @@ def build_table(
             )
         if filler.lacking_metric:
             notes.append(f"column {column.label!r}: result lacks the row's metric: {'; '.join(filler.lacking_metric)}")
+        for task, limits in filler.other_samples.items():
+            shown = ", ".join("full results (omit --limit)" if n is None else f"partial results (--limit {n})"
+                              for n in sorted(limits, key=lambda n: -1 if n is None else n))
+            notes.append(f"column {column.label!r}: {task} has only {shown}; they are not mixed into this table")
     for reference in spec.references:
         columns[reference.name] = _reference_values(spec, reference)
     keys = [row.key for row in spec.rows] + [a.id for a in spec.averages]
@@ -161,7 +234,9 @@ def build_table(
     values = values[[*[c.name for c in spec.references], *[c.name for c in spec.runs]]]
     row_kinds = {row.key: ("group" if row.task in index.groups else "task") for row in spec.rows}
     row_kinds.update({a.id: "average" for a in spec.averages})
-    return Table(spec=spec, values=values, row_kinds=row_kinds, results=chosen, notes=notes)
+    average_cells, average_note = describe_averages(spec, index)
+    return Table(spec=spec, values=values, row_kinds=row_kinds, results=chosen, notes=notes, limit=limit,
+                 average_cells=average_cells, average_note=average_note)
 
 
 def delta_columns(table: Table) -> pd.DataFrame:
@@ -255,7 +330,7 @@ def _layout(
             header.append(f"Δ vs {table.column_label(run.reference)}")  # type: ignore[arg-type]
             order.append(("delta", name))
     labels = {row.key: (row.label, row.metric) for row in spec.rows}
-    labels.update({a.id: (a.label, "mean") for a in spec.averages})
+    labels.update({a.id: (a.label, table.average_cells.get(a.id, "mean")) for a in spec.averages})
     rows = []
     for key in table.values.index:
         value_row = table.values.loc[key]
@@ -279,7 +354,8 @@ def _layout(
                 d = deltas.at[key, name]  # type: ignore[union-attr]
                 cells.append(_Cell(MISSING, missing=True) if math.isnan(d) else _Cell(format_number(d, fmt, signed=True, decimals=decimals)))
         rows.append(cells)
-    legend = [f"Values x{fmt.scale:g}, {decimals} decimal(s); {MISSING} = no result; best of each row in bold."]
+    legend = [f"Values x{fmt.scale:g}, {decimals} decimal(s); {MISSING} = no result; best of each row in bold.",
+              *table.partial_legend]
     if p_values is not None and baseline is not None:
         legend.append(
             f"{SIGNIFICANCE_MARK} differs from {table.column_label(baseline) if baseline in table.run_names else baseline} "
@@ -294,6 +370,7 @@ def _layout(
         by_source.setdefault(where, []).append(named)
     sources = [f"Reference numbers: {where}: {'; '.join(cols)}." for where, cols in by_source.items()]
     first_average = len(spec.rows) if spec.averages else None
+    legend += [table.average_note] if table.average_note else []
     return _Layout(header, rows, first_average, legend, sources, list(table.notes))
 
 
@@ -422,7 +499,7 @@ def csv_frame(
     """The table as a flat DataFrame of fractions at full precision, one line per row or average."""
     spec = table.spec
     meta = {row.key: (row.label, row.task, row.metric, spec.row_pool(row)) for row in spec.rows}
-    meta.update({a.id: (a.label, "", "mean", "") for a in spec.averages})
+    meta.update({a.id: (a.label, "", table.average_cells.get(a.id, "mean").rstrip("*"), "") for a in spec.averages})
     frame = pd.DataFrame(
         {
             "row": list(table.values.index),
@@ -441,6 +518,8 @@ def csv_frame(
     if p_values is not None:
         for name in table.run_names:
             frame[f"p:{name}"] = [p_values.get((k, name), math.nan) for k in table.values.index]
+    if table.limit is not None:
+        frame["partial_limit"] = table.limit  # the run columns are `mbench run --limit N` samples
     return frame
 
 
@@ -462,18 +541,26 @@ def adhoc_leaderboard(
     metrics: Sequence[str] | None = None,
     pool: str | None = None,
     tasks_dirs: Iterable[str | Path] = (),
+    limit: int | None = None,
+    mean_metric: str | None = None,
 ) -> Leaderboard:
-    """A leaderboard for `mbench table --tasks ... --models ... --metric ...` (no spec file)."""
+    """A leaderboard for `mbench table --tasks ... --models ... --metric ...` (no spec file), over full
+    results or, with ``limit``, the partial ones of `mbench run --limit N`. Its Mean row averages the
+    rows (each task's main metric unless --metric), or ``mean_metric`` of every task."""
     from mbench.result_index import model_dir_name
     from mbench.tasks.index import get_index
 
     index = get_index(tasks_dirs)
     task_names = index.expand(tasks)
-    found = scan_results(Path(results_dir))
+    found = [f for f in scan_results(Path(results_dir)) if f.limit == limit]
     if not models:
         models = sorted({f.model_name for f in found if f.task in task_names})
         if not models:
-            raise MbenchError(f"no results for {', '.join(tasks)} under {results_dir}; pass --results-dir or run them")
+            partial = sorted({f.limit for f in scan_results(Path(results_dir)) if f.task in task_names and f.limit})
+            hint = f" (partial results exist: pass --limit {partial[0]} to show them)" if partial and limit is None else ""
+            raise MbenchError(
+                f"no {'partial (--limit ' + str(limit) + ') ' if limit else ''}results for {', '.join(tasks)} under "
+                f"{results_dir}{hint}; pass --results-dir or run them")
     rows = []
     for task_name in task_names:
         spec = index.task(task_name)
@@ -498,15 +585,23 @@ def adhoc_leaderboard(
             )
     if not rows:
         raise MbenchError(f"no scored task among {', '.join(tasks)}")
+    averages = []
+    if mean_metric is not None:
+        lacking = [r["task"] for r in rows if mean_metric not in index.task(r["task"]).metrics]
+        if lacking:
+            raise MbenchError(f"--mean-metric {mean_metric}: not computed by {', '.join(dict.fromkeys(lacking))}")
+        first_row_of_task: dict[str, str] = {}
+        for row in rows:
+            first_row_of_task.setdefault(row["task"], row["id"])
+        averages = [{"id": "mean", "rows": list(first_row_of_task.values()), "display": f"Mean {mean_metric}",
+                     "metric": mean_metric}]
+    elif len(rows) > 1 and (not metrics or len(metrics) == 1):
+        # One row per task: its main metric (mixed ones are footnoted) or the one --metric.
+        averages = [{"id": "mean", "rows": [r["id"] for r in rows], "display": "Mean"}]
     data = {
         "name": "adhoc",
         "rows": rows,
-        # A mean across different metrics means nothing: only one metric gets a Mean row.
-        "averages": (
-            [{"id": "mean", "rows": [r["id"] for r in rows], "display": "Mean"}]
-            if len(rows) > 1 and (not metrics or len(metrics) == 1)
-            else []
-        ),
+        "averages": averages,
         "runs": [{"name": _column_name(m), "display": m, "model": m} for m in models],
     }
     from mbench.leaderboard import check_tasks

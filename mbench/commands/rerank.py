@@ -52,6 +52,7 @@ def data_dir_from_source(source: str | None, data_folder: str) -> Path | None:
 
 def run(args: argparse.Namespace) -> int:
     """Rerank the result, write it beside the first stage, print the main metric before and after."""
+    from mbench.data.limit import limited_like
     from mbench.data.loader import load_task
     from mbench.display import display_decimals, format_value
     from mbench.engine.rerank import SUBMISSION_FILE, rerank_result
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     spec = load_task_spec(task, args.tasks_dir)
     source = (first.get("dataset") or {}).get("source")
     data_dir = args.data_dir if args.data_dir is not None else data_dir_from_source(source, spec.data_folder)
-    data = load_task(spec, data_dir=data_dir, pool=pool, cache_dir=args.cache_dir)
+    data = limited_like(load_task(spec, data_dir=data_dir, pool=pool, cache_dir=args.cache_dir), first)
 
     reranker_args = parse_model_args(args.reranker_arg)
     reranker_args.setdefault("batch_size", str(args.rerank_batch_size))

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from mbench.data.limit import DEFAULT_LIMIT_POOL
 from mbench.display import add_decimals_argument
 from mbench.engine.instructions import INSTRUCTION_POLICIES
 
@@ -42,6 +43,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rerank-top-k", type=int, default=10, metavar="K", help="candidates reranked per query")
     parser.add_argument("--rerank-batch-size", type=int, default=8, metavar="N", help="pairs per reranker forward pass")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    smoke = parser.add_argument_group("smoke run (partial results, kept apart from full ones)")
+    smoke.add_argument("--limit", type=int, default=None, metavar="N",
+                       help="evaluate a seeded sample of N queries per task, against the candidates they are judged "
+                       "on plus sampled distractors of the pool; results go to <pool>.limit-N, marked partial")
+    smoke.add_argument("--limit-pool", default=str(DEFAULT_LIMIT_POOL), metavar="M",
+                       help=f"candidates kept with --limit (default: {DEFAULT_LIMIT_POOL}); 'all' keeps the whole pool, "
+                       "so each sampled query scores as in the full run")
+    smoke.add_argument("--limit-seed", type=int, default=0, metavar="S", help="seed of the --limit sample (default: 0)")
     add_decimals_argument(parser)
 
 
@@ -74,6 +83,11 @@ def run(args: argparse.Namespace) -> int:
         if args.pool not in spec.pools and spec.pools:
             raise MbenchError(f"task {spec.name} has no pool {args.pool!r} (its pools: {', '.join(spec.pools)})")
     model_args = parse_model_args(args.model_arg)
+    limit = None
+    if args.limit is not None:
+        from mbench.data.limit import Limit, parse_limit_pool
+
+        limit = Limit(queries=args.limit, seed=args.limit_seed, pool=parse_limit_pool(args.limit_pool))
     if args.trust_remote_code:
         factory, _ = resolve_factory(args.model)
         if "trust_remote_code" not in {a.name for a in accepted_args(factory)[0]}:
@@ -101,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
         shard_size=args.shard_size,
         requested_model=args.model,
         world=world,
+        limit=limit,
     )
     model = build_model(args.model, model_args, device=device)
     specs = _compatible_tasks(model.meta, specs, set(requested))
@@ -124,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _rerank_all(args: argparse.Namespace, outcomes: list, options: object) -> list:
     """Rerank every first-stage result; each rerank result is reported after its first stage."""
+    from mbench.data.limit import limited_like
     from mbench.data.loader import load_task
     from mbench.engine.pipeline import TaskOutcome
     from mbench.engine.rerank import rerank_result
@@ -142,7 +158,8 @@ def _rerank_all(args: argparse.Namespace, outcomes: list, options: object) -> li
     out = []
     for spec, outcome in outcomes:
         out.append((spec, outcome))
-        data = outcome.data or load_task(spec, data_dir=options.data_dir, pool=options.pool, cache_dir=options.cache_dir)
+        data = outcome.data or limited_like(
+            load_task(spec, data_dir=options.data_dir, pool=options.pool, cache_dir=options.cache_dir), outcome.record)
         directory = rerank_result(
             outcome.directory, reranker, top_k=args.rerank_top_k, data=data, spec=spec, cache_dir=options.cache_dir,
             batch_size=args.rerank_batch_size, progress=options.progress, overwrite=options.overwrite,
@@ -191,6 +208,9 @@ def _summary_table(model_name: str, outcomes: list, decimals: int | None = None)
         value = record.get("metrics", {}).get(main) if main else None
         rows.append([outcome.task, record.get("pool"), main or "-", "-" if value is None else format_value(value, shown),
                      record.get("n_queries")])
+    partial = sorted({f"{o.record['limit']['queries']}" for _, o in outcomes if o.record.get("limit")})
+    flag = (f"PARTIAL: --limit {', '.join(partial)} (a sample of each task's queries and candidates; "
+            "not comparable with full results)\n") if partial else ""
     # Values stay as formatted (tabulate would reparse "40.00" as 40).
-    return f"model: {model_name}\n" + tabulate(rows, headers=["task", "pool", "main metric", "x100", "queries"],
+    return f"model: {model_name}\n{flag}" + tabulate(rows, headers=["task", "pool", "main metric", "x100", "queries"],
                                                  disable_numparse=True, colalign=("left",) * 3 + ("right",) * 2)

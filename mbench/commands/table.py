@@ -9,6 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from mbench.commands.selection import add_adhoc_arguments, leaderboard_from_args
 from mbench.display import add_decimals_argument
 from mbench.errors import MbenchError
 
@@ -36,11 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the significance test (default: 0)")
     parser.add_argument("--list", action="store_true", help="list the packaged leaderboards and exit")
     add_decimals_argument(parser)
-    adhoc = parser.add_argument_group("ad-hoc table (no SPEC)")
-    adhoc.add_argument("--tasks", nargs="+", metavar="TASK", help="tasks, groups or glob patterns: one row each")
-    adhoc.add_argument("--models", nargs="+", metavar="MODEL", help="one column per model name (default: every model with results)")
-    adhoc.add_argument("--metric", nargs="+", metavar="METRIC", help="metric(s) per task (default: each task's main metric)")
-    adhoc.add_argument("--pool", default=None, help="candidate pool of every row (default: the one pool the results have)")
+    add_adhoc_arguments(parser)
     parser.add_argument(
         "--tasks-dir", action="append", default=[], metavar="DIR", help="an extra directory of task YAMLs (repeatable)"
     )
@@ -48,37 +45,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build the table and print (or write) it; notes about the choice of results go to stderr."""
-    from mbench.leaderboard import (
-        list_packaged_leaderboards,
-        load_leaderboard,
-        resolve_leaderboard_path,
-    )
+    from mbench.leaderboard import list_packaged_leaderboards
     from mbench.results import default_results_dir
-    from mbench.tables import adhoc_leaderboard, build_table, render, significance
+    from mbench.tables import build_table, render, significance
 
     if args.list:
         for path in list_packaged_leaderboards():
             print(path.stem)
         return 0
     results_dir = args.results_dir or default_results_dir()
-    if args.spec is not None and args.tasks:
-        raise MbenchError("give either a SPEC or --tasks, not both")
-    if args.spec is not None:
-        if args.models or args.metric or args.pool:
-            raise MbenchError("--models, --metric and --pool belong to the ad-hoc form (--tasks); a SPEC fixes them")
-        spec = load_leaderboard(resolve_leaderboard_path(args.spec), tasks_dirs=args.tasks_dir)
-    elif args.tasks:
-        spec = adhoc_leaderboard(
-            args.tasks,
-            results_dir=results_dir,
-            models=args.models,
-            metrics=args.metric,
-            pool=args.pool,
-            tasks_dirs=args.tasks_dir,
-        )
-    else:
-        raise MbenchError("give a leaderboard SPEC (see `mbench table --list`) or --tasks for an ad-hoc table")
-    table = build_table(spec, results_dir, tasks_dirs=args.tasks_dir)
+    spec = leaderboard_from_args(args, results_dir, command="table")
+    table = build_table(spec, results_dir, tasks_dirs=args.tasks_dir, limit=args.limit)
     p_values = None
     if args.significance is not None:
         p_values = significance(table, args.significance, n_resamples=args.resamples, seed=args.seed)

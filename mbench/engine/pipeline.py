@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from mbench.data.limit import Limit
 from mbench.data.types import ItemTable, TaskData
 from mbench.engine.distributed import World, merge_top_k, slice_bounds
 from mbench.engine.encode import (
@@ -50,6 +51,7 @@ class RunOptions:
     shard_size: int = 8192
     requested_model: str | None = None
     world: World = field(default_factory=World)
+    limit: Limit | None = None  # --limit: a smoke run on a sample of each task
 
 
 @dataclass
@@ -347,6 +349,13 @@ def retrieve(
     return scores, indices, details
 
 
+def pool_modality_counts(pool: ItemTable) -> dict[str, int]:
+    """How many candidates of the pool have each modality."""
+    from collections import Counter
+
+    return dict(sorted(Counter(pool.modalities).items()))
+
+
 def _unit_rows(matrix: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     return matrix / np.where(norms > 0, norms, 1.0)
@@ -414,14 +423,20 @@ def run_task(model: Any, model_args: dict[str, Any], spec: TaskSpec, options: Ru
 
     meta = model.meta
     fingerprint = model_fingerprint(meta)
+    variants = [instruction_variant(meta, spec, options), options.limit.variant if options.limit else None]
     directory = results.result_dir(options.results_dir, meta.name, fingerprint, spec.name, options.pool,
-                                   instruction_variant(meta, spec, options))
+                                   ".".join(v for v in variants if v) or None)
     if results.result_exists(directory) and not options.overwrite:
         return TaskOutcome(spec.name, directory, computed=False, record=results.read_result(directory))
     check_modalities(meta, spec.query_modality, spec.cand_modality, spec.name)
     timings: dict[str, float] = {}
     data = _timed(timings, "load", lambda: load_task(spec, data_dir=options.data_dir, pool=options.pool,
                                                      cache_dir=options.cache_dir))
+    limit_record = None
+    if options.limit is not None:
+        from mbench.data.limit import limit_task
+
+        data, limit_record = limit_task(data, options.limit)
     scores, indices, details = retrieve(model, spec, data, options, store=store, timings=timings)
     if not options.world.is_main:  # only rank 0 writes results
         return TaskOutcome(spec.name, directory, computed=True, data=data)
@@ -437,6 +452,10 @@ def run_task(model: Any, model_args: dict[str, Any], spec: TaskSpec, options: Ru
         "depth": details["depth"],
         "dataset": {"source": data.source},
         "qrels": qrels_record(data.qrels),
+        # Modality accuracy means something only where the pool holds more than one modality.
+        "pool_modalities": _POOL_MEMO.get(data.pool, "modalities", lambda: pool_modality_counts(data.pool)),
+        "partial": limit_record is not None,  # a --limit smoke run: never to be read as a full result
+        "limit": limit_record,
         "instruction_policy": options.instruction_policy,
         "seed": options.seed,
         "instructions": details["instructions"],
