@@ -253,9 +253,13 @@ def delta_columns(table: Table) -> pd.DataFrame:
 
 
 def significance(
-    table: Table, baseline: str, *, n_resamples: int = 10_000, seed: int = 0
+    table: Table, baseline: str, *, n_resamples: int = 10_000, seed: int = 0, problems: list[str] | None = None
 ) -> dict[tuple[str, str], float]:
-    """Sign-flip p-values of every run cell against the baseline run column, on task rows with both results."""
+    """Sign-flip p-values of every run cell against the baseline run column, on task rows with both results.
+
+    A pair that cannot be tested (scored on different queries, say) raises, or with ``problems``
+    given is left unmarked and described there.
+    """
     from mbench.stats import paired_values, sign_flip_p_value
 
     names = {c.name: c.name for c in table.spec.runs} | {c.label: c.name for c in table.spec.runs}
@@ -274,7 +278,13 @@ def significance(
             other = table.results.get((row.key, run))
             if run == baseline or other is None or math.isnan(table.values.at[row.key, run]):
                 continue
-            _, values_base, values_other = paired_values(base, other, row.metric)
+            try:
+                _, values_base, values_other = paired_values(base, other, row.metric)
+            except MbenchError as err:
+                if problems is None:
+                    raise
+                problems.append(f"{row.label}, {table.column_label(run)}: no significance test: {err}")
+                continue
             p_values[(row.key, run)] = sign_flip_p_value(values_other - values_base, n_permutations=n_resamples, seed=seed)
     return p_values
 
@@ -289,7 +299,9 @@ def format_number(value: float, number_format: NumberFormat, *, signed: bool = F
 
 
 @dataclass
-class _Cell:
+class Cell:
+    """One rendered cell: its text and how it is marked."""
+
     text: str
     bold: bool = False
     marked: bool = False
@@ -297,11 +309,11 @@ class _Cell:
 
 
 @dataclass
-class _Layout:
+class Layout:
     """The rendered table independent of format: header, body rows, where averages start, footnotes."""
 
     header: list[str]
-    rows: list[list[_Cell]]
+    rows: list[list[Cell]]
     first_average: int | None
     legend: list[str]
     sources: list[str]
@@ -313,10 +325,11 @@ class _Layout:
         return [*self.legend, *self.sources, *self.notes]
 
 
-def _layout(
+def layout(
     table: Table, *, delta: bool, p_values: dict[tuple[str, str], float] | None, baseline: str | None,
     decimals: int | None = None,
-) -> _Layout:
+) -> Layout:
+    """The table's cells as shown (rounded, best bold, significance marked) and its footnotes, for any format."""
     spec, fmt = table.spec, table.spec.format
     decimals = display_decimals(decimals, fmt.decimals)
     deltas = delta_columns(table) if delta else None
@@ -342,17 +355,17 @@ def _layout(
             # Bold what the reader sees as best: ties after rounding are all bold.
             best = max(float(t) for t in shown.values())
         label, metric = labels[key]
-        cells = [_Cell(label), _Cell(metric)]
+        cells = [Cell(label), Cell(metric)]
         for kind, name in order:
             if kind == "value":
                 if name not in shown:
-                    cells.append(_Cell(MISSING, missing=True))
+                    cells.append(Cell(MISSING, missing=True))
                     continue
                 marked = bool(p_values) and p_values.get((key, name), 1.0) < SIGNIFICANCE_LEVEL
-                cells.append(_Cell(shown[name], bold=best is not None and float(shown[name]) == best, marked=marked))
+                cells.append(Cell(shown[name], bold=best is not None and float(shown[name]) == best, marked=marked))
             else:
                 d = deltas.at[key, name]  # type: ignore[union-attr]
-                cells.append(_Cell(MISSING, missing=True) if math.isnan(d) else _Cell(format_number(d, fmt, signed=True, decimals=decimals)))
+                cells.append(Cell(MISSING, missing=True) if math.isnan(d) else Cell(format_number(d, fmt, signed=True, decimals=decimals)))
         rows.append(cells)
     legend = [f"Values x{fmt.scale:g}, {decimals} decimal(s); {MISSING} = no result; best of each row in bold.",
               *table.partial_legend]
@@ -371,7 +384,7 @@ def _layout(
     sources = [f"Reference numbers: {where}: {'; '.join(cols)}." for where, cols in by_source.items()]
     first_average = len(spec.rows) if spec.averages else None
     legend += [table.average_note] if table.average_note else []
-    return _Layout(header, rows, first_average, legend, sources, list(table.notes))
+    return Layout(header, rows, first_average, legend, sources, list(table.notes))
 
 
 def render(
@@ -386,18 +399,18 @@ def render(
     """The table as markdown, LaTeX (booktabs), CSV (full-precision fractions) or HTML (``decimals``: --decimals)."""
     if fmt == "csv":
         return render_csv(table, delta=delta, p_values=p_values)
-    layout = _layout(table, delta=delta, p_values=p_values, baseline=baseline, decimals=decimals)
+    shown = layout(table, delta=delta, p_values=p_values, baseline=baseline, decimals=decimals)
     if fmt == "md":
-        return _render_md(table, layout)
+        return _render_md(table, shown)
     if fmt == "latex":
-        return _render_latex(table, layout)
+        return _render_latex(table, shown)
     if fmt == "html":
-        return _render_html(table, layout)
+        return _render_html(table, shown)
     raise MbenchError(f"unknown format {fmt!r}: one of {', '.join(FORMATS)}")
 
 
-def _render_md(table: Table, layout: _Layout) -> str:
-    def cell_text(cell: _Cell) -> str:
+def _render_md(table: Table, shown: Layout) -> str:
+    def cell_text(cell: Cell) -> str:
         text = f"**{cell.text}**" if cell.bold else cell.text
         text = text + SIGNIFICANCE_MARK if cell.marked else text
         return text.replace("|", "\\|")
@@ -405,12 +418,12 @@ def _render_md(table: Table, layout: _Layout) -> str:
     lines = []
     if table.spec.title:
         lines += [f"**{table.spec.title}**", ""]
-    lines.append("| " + " | ".join(h.replace("|", "\\|") for h in layout.header) + " |")
-    lines.append("|" + "|".join([":---", ":---"] + ["---:"] * (len(layout.header) - 2)) + "|")
-    for cells in layout.rows:
+    lines.append("| " + " | ".join(h.replace("|", "\\|") for h in shown.header) + " |")
+    lines.append("|" + "|".join([":---", ":---"] + ["---:"] * (len(shown.header) - 2)) + "|")
+    for cells in shown.rows:
         lines.append("| " + " | ".join(cell_text(c) for c in cells) + " |")
     lines.append("")
-    lines += [f"- {note}" for note in layout.footnotes]
+    lines += [f"- {note}" for note in shown.footnotes]
     return "\n".join(lines) + "\n"
 
 
@@ -441,35 +454,35 @@ def latex_escape(text: str) -> str:
     return "".join(_LATEX_SPECIALS.get(ch, ch) for ch in text)
 
 
-def _render_latex(table: Table, layout: _Layout) -> str:
-    def cell_text(cell: _Cell) -> str:
+def _render_latex(table: Table, shown: Layout) -> str:
+    def cell_text(cell: Cell) -> str:
         if cell.missing:
             return LATEX_MISSING
         text = latex_escape(cell.text)
         text = rf"\textbf{{{text}}}" if cell.bold else text
         return text + r"$^\dagger$" if cell.marked else text
 
-    n_cols = len(layout.header)
+    n_cols = len(shown.header)
     lines = [f"% {table.spec.title or table.spec.name} -- generated by `mbench table`; needs \\usepackage{{booktabs}}"]
-    lines += [f"% {note}" for note in layout.notes]
+    lines += [f"% {note}" for note in shown.notes]
     lines.append(r"\begin{tabular}{ll" + "r" * (n_cols - 2) + "}")
     lines.append(r"\toprule")
-    lines.append(" & ".join(latex_escape(h) for h in layout.header) + r" \\")
+    lines.append(" & ".join(latex_escape(h) for h in shown.header) + r" \\")
     lines.append(r"\midrule")
-    for position, cells in enumerate(layout.rows):
-        if position == layout.first_average:
+    for position, cells in enumerate(shown.rows):
+        if position == shown.first_average:
             lines.append(r"\midrule")
         lines.append(" & ".join(cell_text(c) for c in cells) + r" \\")
     lines.append(r"\bottomrule")
     # The legend travels with the table so a pasted tabular never loses what the marks mean.
-    for note in [*layout.legend, *layout.sources]:
+    for note in [*shown.legend, *shown.sources]:
         lines.append(rf"\multicolumn{{{n_cols}}}{{l}}{{\footnotesize {latex_escape(note)}}} \\")
     lines.append(r"\end{tabular}")
     return "\n".join(lines) + "\n"
 
 
-def _render_html(table: Table, layout: _Layout) -> str:
-    def cell_html(cell: _Cell, tag: str) -> str:
+def _render_html(table: Table, shown: Layout) -> str:
+    def cell_html(cell: Cell, tag: str) -> str:
         text = html.escape(cell.text)
         text = f"<b>{text}</b>" if cell.bold else text
         text = f"{text}<sup>{SIGNIFICANCE_MARK}</sup>" if cell.marked else text
@@ -478,15 +491,15 @@ def _render_html(table: Table, layout: _Layout) -> str:
     lines = ["<table>"]
     if table.spec.title:
         lines.append(f"<caption>{html.escape(table.spec.title)}</caption>")
-    lines.append("<thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in layout.header) + "</tr></thead>")
+    lines.append("<thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in shown.header) + "</tr></thead>")
     lines.append("<tbody>")
-    for position, cells in enumerate(layout.rows):
-        css = ' class="average"' if layout.first_average is not None and position >= layout.first_average else ""
+    for position, cells in enumerate(shown.rows):
+        css = ' class="average"' if shown.first_average is not None and position >= shown.first_average else ""
         lines.append(f"<tr{css}>" + cell_html(cells[0], "th") + "".join(cell_html(c, "td") for c in cells[1:]) + "</tr>")
     lines.append("</tbody>")
     lines.append(
-        f'<tfoot><tr><td colspan="{len(layout.header)}">'
-        + "<br>".join(html.escape(n) for n in layout.footnotes)
+        f'<tfoot><tr><td colspan="{len(shown.header)}">'
+        + "<br>".join(html.escape(n) for n in shown.footnotes)
         + "</td></tr></tfoot>"
     )
     lines.append("</table>")

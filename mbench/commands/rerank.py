@@ -36,24 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_decimals_argument(parser)
 
 
-def data_dir_from_source(source: str | None, data_folder: str) -> Path | None:
-    """The data root whose ``data_folder`` is the recorded source directory, or None (hub ids, generated data)."""
-    if not source:
-        return None
-    path = Path(source)
-    folder = Path(data_folder)
-    if not path.is_dir() or path.parts[-len(folder.parts):] != folder.parts:
-        return None
-    root = path
-    for _ in folder.parts:
-        root = root.parent
-    return root
-
-
 def run(args: argparse.Namespace) -> int:
     """Rerank the result, write it beside the first stage, print the main metric before and after."""
     from mbench.data.limit import limited_like
-    from mbench.data.loader import load_task
+    from mbench.data.loader import data_dir_from_source, load_task
     from mbench.display import display_decimals, format_value
     from mbench.engine.rerank import SUBMISSION_FILE, rerank_result
     from mbench.models.base import model_kind
