@@ -11,7 +11,6 @@ from pathlib import Path
 
 from mbench.commands.selection import add_adhoc_arguments, leaderboard_from_args
 from mbench.display import add_decimals_argument
-from mbench.errors import MbenchError
 
 FORMATS = ("md", "latex", "csv", "html")
 
