@@ -20,7 +20,7 @@ from mbench.errors import MbenchError
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("mbench.commands.run", "evaluate a model on tasks or groups: cached encoding, exact search, results with provenance"),
     "score": ("mbench.commands.score", "score a TREC run or CIRCO submission against qrels (a fast trec_eval)"),
-    "ls": ("mbench.commands.ls", "list tasks, groups or models (--names: one per line)"),
+    "ls": ("mbench.commands.ls", "list tasks, groups, models, data adapters or metrics (--names: one per line)"),
     "validate": ("mbench.commands.validate", "check tasks and their data: files, counts, ids, images (exit 0 only if valid)"),
     "rerank": ("mbench.commands.rerank", "rerank the top-k of a stored result (MLLM True/False, cross-encoder) into a rerank result beside it"),
     "check-model": ("mbench.commands.check_model", "run a model plugin through the conformance check on the mini benchmark"),

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from mbench.cli import main
-from mbench.engine.store import EmbeddingStore, default_store_root
+from mbench.engine.cache import store_root as default_store_root
+from mbench.engine.cache.store import EmbeddingStore
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from mbench.data.circo import count_relevant, read_annotations
+from mbench.data.circo import count_relevant
 from mbench.data.loader import load_task
 from mbench.errors import MbenchError
+from mbench.formats.circo import read_circo_annotations
 from mbench.tasks.spec import TaskSpec
 
 
@@ -27,7 +28,7 @@ def test_val_annotations_count(shared_dir: Path) -> None:
 
 
 def test_test_annotations_have_no_ground_truth(shared_dir: Path) -> None:
-    queries = read_annotations(shared_dir / "data/circo/annotations/test.json")
+    queries = read_circo_annotations(shared_dir / "data/circo/annotations/test.json")
     assert len(queries) == 800
     assert all(q.target_img_id is None and q.gt_img_ids == () for q in queries)
 

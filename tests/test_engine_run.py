@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from mbench.cli import main
-from mbench.runfiles import read_run
+from mbench.formats.runs import read_run
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -259,8 +259,8 @@ def _circo_test_split(env) -> tuple[Path, Path]:
     """A CIRCO test split (no ground truth) beside the mini CIRCO images, and its task YAML."""
     import shutil
 
-    from mbench.data.loader import cache_root
     from mbench.data.mini import ensure_mini
+    from mbench.engine.cache import cache_root
 
     mini = ensure_mini(cache_root(env["cache"])) / "circo"
     root = env["tmp"] / "data"
@@ -312,7 +312,7 @@ def test_faiss_backend_gives_the_same_ranking_as_torch(env):
 
 
 def test_identical_id_is_dropped_and_the_ranking_refilled_from_below():
-    from mbench.engine.pipeline import _drop_excluded
+    from mbench.engine.ranking import drop_excluded as _drop_excluded
 
     # Query 0 excludes pool index 7 (its own id); query 1 excludes nothing; depth 3.
     indices = np.array([[5, 7, 2, 9], [1, 3, -1, -1]])
@@ -323,7 +323,7 @@ def test_identical_id_is_dropped_and_the_ranking_refilled_from_below():
 
 
 def test_ranking_shorter_than_the_depth_is_padded():
-    from mbench.engine.pipeline import _drop_excluded
+    from mbench.engine.ranking import drop_excluded as _drop_excluded
 
     scores, indices = _drop_excluded(np.array([[0.5, 0.25]], dtype=np.float32), np.array([[4, 0]]), None, 4)
     assert indices.tolist() == [[4, 0, -1, -1]] and scores[0, 2:].tolist() == [-np.inf, -np.inf]

@@ -10,9 +10,9 @@ import pytest
 from fake_results import write_result
 
 from mbench.cli import main
-from mbench.leaderboard import load_leaderboard
-from mbench.plots import bar_figure, modality_figure, modality_left_out
-from mbench.tables import adhoc_leaderboard, build_table
+from mbench.reporting.leaderboard import load_leaderboard
+from mbench.reporting.plots import bar_figure, modality_figure, modality_left_out
+from mbench.reporting.tables import adhoc_leaderboard, build_table
 
 REPO = Path(__file__).resolve().parents[1]
 TABLE1 = REPO / "leaderboards" / "mm-embed-table1.yaml"

@@ -13,11 +13,11 @@ pytest.importorskip("transformers")
 pytest.importorskip("ftfy")
 
 from PIL import Image  # noqa: E402
+from tiny_models import build_tiny_clip  # noqa: E402  (tests/ is on sys.path under pytest)
 
 from mbench.data.types import Item  # noqa: E402
 from mbench.errors import MbenchError  # noqa: E402
-from mbench.text import uniir_format_string, uniir_query_text  # noqa: E402
-from tiny_models import build_tiny_clip  # noqa: E402  (tests/ is on sys.path under pytest)
+from mbench.models.text import uniir_format_string, uniir_query_text  # noqa: E402
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 

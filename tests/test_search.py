@@ -9,6 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from mbench.engine.cache.store import RowConcat
 from mbench.engine.search import (
     _pack,
     _unpack_scores,
@@ -16,7 +17,6 @@ from mbench.engine.search import (
     faiss_search,
     search,
 )
-from mbench.engine.store import RowConcat
 from mbench.errors import MbenchError
 
 

@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mbench.engine.store import (
+from mbench.engine.cache import cache_root as default_cache_dir
+from mbench.engine.cache import store_root as default_store_root
+from mbench.engine.cache.store import (
     EmbeddingStore,
     NonFiniteEmbeddingError,
     RowConcat,
     concat_entries,
-    default_cache_dir,
-    default_store_root,
 )
 from mbench.errors import MbenchError
 
@@ -154,7 +154,7 @@ def test_killed_writer_leaves_a_temp_file_that_is_ignored_and_collected(tmp_path
     script = textwrap.dedent(
         f"""
         import os, signal, numpy as np
-        from mbench.engine import store as s
+        from mbench.engine.cache import store as s
         entry = s.EmbeddingStore({str(tmp_path)!r}).entry({key_of("j")!r}, 8, shard_size=4)
         entry.write_shard(0, np.ones((4, 3), np.float32))
         s.os.replace = lambda *a: os.kill(os.getpid(), signal.SIGKILL)
@@ -177,7 +177,7 @@ def test_concurrent_writers_of_different_shards_end_consistent(tmp_path: Path) -
     script = textwrap.dedent(
         """
         import sys, numpy as np
-        from mbench.engine.store import EmbeddingStore
+        from mbench.engine.cache.store import EmbeddingStore
         rank, root, key = int(sys.argv[1]), sys.argv[2], sys.argv[3]
         entry = EmbeddingStore(root).entry(key, 40 * 3, shard_size=3, meta={"model": "m"})
         for i in entry.missing_shards_for_rank(rank, 2):

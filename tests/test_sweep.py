@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from mbench.cli import main
+from mbench.engine.sweep import SlurmOptions, SweepFileError, expand, load_sweep, run_slurm
 from mbench.errors import MbenchError
-from mbench.sweep import SlurmOptions, SweepFileError, expand, load_sweep, run_slurm
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

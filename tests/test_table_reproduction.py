@@ -14,7 +14,7 @@ import pytest
 from fake_results import write_result
 
 from mbench.cli import main
-from mbench.result_index import scan_results
+from mbench.reporting.result_index import scan_results
 from mbench.results import read_per_query
 
 pytestmark = pytest.mark.slow

@@ -16,8 +16,8 @@ import yaml
 from fake_results import fingerprint_of, rerank_info, write_result
 
 from mbench.cli import main
-from mbench.leaderboard import load_leaderboard
-from mbench.tables import build_table, format_number, latex_escape, render
+from mbench.reporting.leaderboard import load_leaderboard
+from mbench.reporting.tables import build_table, format_number, latex_escape, render
 
 REPO = Path(__file__).resolve().parents[1]
 TABLE1 = REPO / "leaderboards" / "mm-embed-table1.yaml"
@@ -187,6 +187,19 @@ def test_group_rows_are_the_mean_of_their_members(tmp_path: Path, capsys: pytest
     shutil.rmtree(next(tmp_path.rglob(members[3])))
     table = build_table(load_leaderboard(table9), tmp_path)
     assert np.isnan(table.values.at["mteb.cqadupstack", "mm-embed"])
+
+
+def test_a_group_row_averages_its_scored_members_only(tmp_path: Path) -> None:
+    from mbench.reporting.leaderboard import check_tasks, parse_leaderboard
+
+    # The circo group is circo.val (scored) and circo.test (scored: false, a submission only): the
+    # group's mean is circo.val's value, 3 of 4 queries = 0.75, and the spec is not refused.
+    write_result(tmp_path, model="m", task="circo.val", pool="local", per_query={"map@5": [1.0, 1.0, 1.0, 0.0]},
+                 main_metric="map@5")
+    spec = parse_leaderboard({"name": "t", "pool": "local", "rows": [{"task": "circo", "metric": "map@5"}],
+                              "runs": [{"name": "m", "model": "m"}]}, "test")
+    check_tasks(spec, "test")
+    assert build_table(spec, tmp_path).values.at["circo", "m"] == 0.75
 
 
 def test_rerank_rows_take_rerank_results(tmp_path: Path) -> None:

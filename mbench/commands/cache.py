@@ -5,12 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mbench.engine.store import (
-    EmbeddingStore,
-    StoreEntry,
-    default_store_root,
-    human_bytes,
-)
+from mbench.engine.cache import store_root
+from mbench.engine.cache.store import EmbeddingStore, StoreEntry, human_bytes
 from mbench.errors import MbenchError
 
 
@@ -36,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _store(args: argparse.Namespace) -> EmbeddingStore:
-    return EmbeddingStore(default_store_root(args.cache_dir))
+    return EmbeddingStore(store_root(args.cache_dir))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import warnings
 
+from mbench.commands.options import add_tasks_dir_argument
 from mbench.errors import MbenchError
 
 MINI_PREFIX = "mini."
@@ -33,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--tolerance", type=float, default=None, help="largest relative deviation between batchings")
     parser.add_argument("--cache-dir", default=None, help="where the mini benchmark is generated (default: $MBENCH_CACHE)")
-    parser.add_argument("--tasks-dir", action="append", default=[], metavar="DIR", help="an extra directory of task YAMLs")
+    add_tasks_dir_argument(parser)
 
 
 def _batch_sizes(text: str) -> tuple[int, ...]:

@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _side(path: Path, label: str) -> list:
-    from mbench.result_index import load_found, scan_results
+    from mbench.reporting.result_index import load_found, scan_results
     from mbench.results import result_exists
 
     if not path.exists():
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     """Compare the two sides and print one line per paired task."""
     import pandas as pd
 
-    from mbench.stats import compare_pair, match_results
+    from mbench.reporting.stats import compare_pair, match_results
 
     if args.resamples < 1:
         raise MbenchError("--resamples must be at least 1")
@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         {
             "task": [c.task for c in comparisons],
             "pool": [c.pool for c in comparisons],
-            "variant": [c.a.variant if c.a.variant == c.b.variant else f"{c.a.variant} vs {c.b.variant}" for c in comparisons],
+            "variant": [_variant(c) for c in comparisons],
             "metric": [c.metric for c in comparisons],
             "n": [c.n_queries for c in comparisons],
             "A": [c.mean_a for c in comparisons],
@@ -128,10 +128,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _variant(comparison: object) -> str:
+    """The variant both sides share, or ``A vs B`` when they differ (a retrieval against its rerank)."""
+    a, b = comparison.a.record.variant, comparison.b.record.variant  # type: ignore[attr-defined]
+    return a if a == b else f"{a} vs {b}"
+
+
 def _adhoc_pairs(args: argparse.Namespace) -> tuple[list, list[str], list, list]:
     """(pairs, notes, only in A, only in B) of `--tasks ... --models A B`, chosen as `mbench table` chooses its cells."""
     from mbench.results import default_results_dir
-    from mbench.tables import adhoc_leaderboard, build_table
+    from mbench.reporting.tables import adhoc_leaderboard, build_table
 
     if not args.models or len(args.models) != 2:
         raise MbenchError("--models takes exactly two models with --tasks: A (the baseline) and B")

@@ -27,9 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Draw the figures and print the path of each PNG written; notes (tasks a figure leaves out) go to stderr."""
-    from mbench.plots import plot_table
+    from mbench.reporting.plots import plot_table
     from mbench.results import default_results_dir
-    from mbench.tables import build_table
+    from mbench.reporting.tables import build_table
 
     results_dir = args.results_dir or default_results_dir()
     spec = leaderboard_from_args(args, results_dir, command="plot")

@@ -37,8 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Write the page; print its path, and notes (what was left out and why) to stderr."""
     from mbench.errors import MbenchError
-    from mbench.htmlreport import ReportOptions, build_report
-    from mbench.results import atomic_write_bytes
+    from mbench.reporting.html import ReportOptions, build_report
+    from mbench.formats.atomic import atomic_write_bytes
 
     options = ReportOptions(
         limit=args.limit, baseline=args.baseline, worst=args.worst, top=args.top, data_dir=args.data_dir,

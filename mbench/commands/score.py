@@ -57,10 +57,10 @@ def run(args: argparse.Namespace) -> int:
     """Score the run and print the averages (and per-query values) as a table or JSON."""
     from pathlib import Path
 
+    from mbench.engine.scoring import score_run
+    from mbench.formats.qrels import read_qrels
+    from mbench.formats.runs import read_run
     from mbench.metrics import parse_metric, required_depth
-    from mbench.qrels import read_qrels
-    from mbench.runfiles import read_run
-    from mbench.scoring import score_run
 
     run_path, defaults = args.run, None
     if Path(args.run).is_dir():
@@ -119,12 +119,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 
+
 def _stored_inputs(directory, args: argparse.Namespace) -> tuple:
     """(run file, qrels, default metrics) of a result folder; a QRELS given on the command line replaces the recorded one."""
-    from mbench.qrels import read_qrels
-    from mbench.rescoring import recorded_qrels, recorded_run
+    from mbench.formats.qrels import read_qrels
+    from mbench.results import RUN_FILE, read_result, recorded_qrels
 
-    run_file, recorded = recorded_run(directory)
+    recorded = list(read_result(directory).metrics)
+    run_file = directory / RUN_FILE
+    if not run_file.is_file():
+        raise MbenchError(f"{directory}: no {RUN_FILE}; the result folder is incomplete")
     qrels = read_qrels(args.qrels, args.qrels_format) if args.qrels is not None else recorded_qrels(directory)
     # Modality accuracy needs the pool's modalities, which a run file does not carry.
     left_out = [m for m in recorded if m.startswith("modality_acc")]

@@ -41,8 +41,8 @@ def adhoc_requested(args: argparse.Namespace) -> bool:
 
 def leaderboard_from_args(args: argparse.Namespace, results_dir: Path, *, command: str) -> Any:
     """The leaderboard a command's arguments select: SPEC (a file or a packaged name) or the ad-hoc form."""
-    from mbench.leaderboard import load_leaderboard, resolve_leaderboard_path
-    from mbench.tables import adhoc_leaderboard
+    from mbench.reporting.leaderboard import load_leaderboard, resolve_leaderboard_path
+    from mbench.reporting.tables import adhoc_leaderboard
 
     spec = getattr(args, "spec", None)
     if spec is not None and args.tasks:

@@ -44,9 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build the table and print (or write) it; notes about the choice of results go to stderr."""
-    from mbench.leaderboard import list_packaged_leaderboards
+    from mbench.reporting.leaderboard import list_packaged_leaderboards
+    from mbench.reporting.tables import build_table, render, significance
     from mbench.results import default_results_dir
-    from mbench.tables import build_table, render, significance
 
     if args.list:
         for path in list_packaged_leaderboards():
@@ -65,8 +65,9 @@ def run(args: argparse.Namespace) -> int:
     for note in table.notes:
         print(f"mbench table: note: {note}", file=sys.stderr)
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text, encoding="utf-8")
+        from mbench.formats.atomic import atomic_write_bytes
+
+        atomic_write_bytes(args.out, text.encode("utf-8"))
     else:
         sys.stdout.write(text)
     return 0

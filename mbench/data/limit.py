@@ -107,6 +107,7 @@ def limit_task(data: TaskData, limit: Limit) -> tuple[TaskData, dict[str, Any]]:
         "queries": limit.queries,
         "seed": limit.seed,
         "pool": limit.pool,
+        "variant": limit.variant,
         "query_ids": list(limited.queries.ids),
         "queries_of_task": len(data.queries),
         "candidates": len(limited.pool),
@@ -116,16 +117,15 @@ def limit_task(data: TaskData, limit: Limit) -> tuple[TaskData, dict[str, Any]]:
     return limited, record
 
 
-def limited_like(data: TaskData, record: Mapping[str, Any]) -> TaskData:
-    """``data`` cut as the result ``record`` was (its ``limit``), or unchanged for a full result."""
-    entry = record.get("limit")
+def limited_like(data: TaskData, record: Any) -> TaskData:
+    """``data`` cut as the result ``record`` (a results.ResultRecord) was, by its ``limit``; unchanged for a full result."""
+    entry = record.limit
     if not entry:
         return data
     limited, again = limit_task(data, Limit.from_record(entry))
     if again["query_ids"] != list(entry["query_ids"]):
         raise MbenchError(
-            f"the data of {record.get('task')} no longer gives the sample of its --limit result "
-            "(different queries): rerun it"
+            f"the data of {record.task} no longer gives the sample of its --limit result (different queries): rerun it"
         )
     return limited
 

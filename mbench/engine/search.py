@@ -135,28 +135,17 @@ def _tie_ranks(tie_rank: Any, n: int, device: torch.device) -> tuple[torch.Tenso
     return ranks, inverse
 
 
-def _exclude_tensor(exclude: Any, nq: int, device: torch.device) -> torch.Tensor | None:
-    import torch
+def _without_excluded(search_fn: Any, exclude: Any, nq: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``search_fn(k + 1)`` with each query's excluded index dropped (``engine.ranking.drop_excluded``, the
+    harness's one exclusion rule): the k best of the rest, since at most one of the k + 1 is dropped."""
+    from mbench.engine.ranking import drop_excluded
 
-    if exclude is None:
-        return None
-    ex = torch.as_tensor(np.asarray(exclude) if not isinstance(exclude, torch.Tensor) else exclude)
-    ex = ex.to(device=device, dtype=torch.int64)
+    ex = np.asarray(exclude.cpu() if hasattr(exclude, "cpu") else exclude, dtype=np.int64)
     if ex.shape != (nq,):
         raise ValueError(f"exclude needs one pool index per query ({nq}), got shape {tuple(ex.shape)}")
-    return ex
-
-
-def _mask_excluded(scores: torch.Tensor, ex: torch.Tensor | None, start: int) -> None:
-    """Set each query's excluded candidate (if in this tile) to -inf, in place."""
-    import torch
-
-    if ex is None:
-        return
-    local = ex - start
-    rows = torch.nonzero((ex >= 0) & (local >= 0) & (local < scores.shape[1])).flatten()
-    if rows.numel():
-        scores[rows, local[rows]] = float("-inf")
+    scores, indices = search_fn(k + 1)
+    scores, indices = drop_excluded(scores, indices, ex, k)
+    return np.ascontiguousarray(scores, dtype=np.float32), np.ascontiguousarray(indices)
 
 
 def _matmul_fp32(q: torch.Tensor, tile: torch.Tensor) -> torch.Tensor:
@@ -265,7 +254,7 @@ def exact_search(
 
     ``pool``: array, memmap, ``RowConcat`` or tensor ``[n, d]``. ``tie_rank``: int64 permutation,
     larger ranks first among equal scores. ``exclude``: per query one pool index to drop (-1:
-    none); k results are still returned. Fewer than k candidates: padded with -1 and -inf.
+    none), by the harness's one exclusion rule on a search one deeper; k results are still returned. Fewer than k candidates: padded with -1 and -inf.
     ``compute_dtype``: CPU computes in fp32 only; CUDA defaults to the pool's dtype (fp16/bf16
     inputs, fp32 accumulation).
     """
@@ -273,6 +262,12 @@ def exact_search(
 
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
+    if exclude is not None:
+        return _without_excluded(
+            lambda width: exact_search(queries, pool, width, tie_rank=tie_rank, device=device, compute_dtype=compute_dtype,
+                                       query_batch=query_batch, pool_tile=pool_tile, margin=margin),
+            exclude, int(queries.shape[0]), k,
+        )
     dev = torch.device(device)
     n, d = int(pool.shape[0]), int(pool.shape[1])
     nq = int(queries.shape[0])
@@ -290,7 +285,6 @@ def exact_search(
     q = _to_tensor(queries, dev, dtype)
     _check_queries(q)
     ranks, inverse = _tie_ranks(tie_rank, n, dev)
-    ex = _exclude_tensor(exclude, nq, dev)
     keep = min(k + max(0, margin), n)
     if nq == 0 or n == 0:
         empty = torch.zeros((nq, 0), dtype=torch.float32)
@@ -303,7 +297,6 @@ def exact_search(
             width = min(keep, block.shape[0])
             for qs in range(0, nq, qb):
                 scores = _matmul_fp32(q[qs : qs + qb], block)
-                _mask_excluded(scores, None if ex is None else ex[qs : qs + qb], start)
                 vals, pos = torch.topk(scores, width, dim=1)
                 run_s[qs : qs + qb], run_i[qs : qs + qb] = _merge(run_s[qs : qs + qb], run_i[qs : qs + qb], vals, pos + start)
 
@@ -313,7 +306,7 @@ def exact_search(
             kth = run_s[:, min(k, keep) - 1]
             redo = torch.nonzero((kth == run_s[:, keep - 1]) & torch.isfinite(kth)).flatten()
             if redo.numel():
-                fix_s, fix_i = _exact_keyed(q[redo], pool, k, ranks, inverse, None if ex is None else ex[redo], dev, dtype, qb, tile)
+                fix_s, fix_i = _exact_keyed(q[redo], pool, k, ranks, inverse, dev, dtype, qb, tile)
                 out_s[redo], out_i[redo] = fix_s, fix_i
     return _finish(out_s, out_i, k)
 
@@ -336,7 +329,6 @@ def _exact_keyed(
     k: int,
     ranks: torch.Tensor,
     inverse: torch.Tensor,
-    ex: torch.Tensor | None,
     dev: torch.device,
     dtype: torch.dtype,
     qb: int,
@@ -353,7 +345,6 @@ def _exact_keyed(
         block_ranks = ranks[start : start + block.shape[0]].unsqueeze(0)
         for qs in range(0, nq, qb):
             scores = _matmul_fp32(q[qs : qs + qb], block)
-            _mask_excluded(scores, None if ex is None else ex[qs : qs + qb], start)
             keys = torch.topk(_pack(scores, block_ranks), min(width_k, block.shape[0]), dim=1).values
             run[qs : qs + qb] = torch.topk(torch.cat([run[qs : qs + qb], keys], dim=1), width_k, dim=1).values
     valid = run != sentinel
@@ -392,6 +383,12 @@ def faiss_search(
 
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
+    if exclude is not None:
+        return _without_excluded(
+            lambda width: faiss_search(queries, pool, width, tie_rank=tie_rank, device=device, pool_tile=pool_tile,
+                                       margin=margin),
+            exclude, int(queries.shape[0]), k,
+        )
     n, d = int(pool.shape[0]), int(pool.shape[1])
     qnp = np.ascontiguousarray(
         queries.detach().float().cpu().numpy() if isinstance(queries, torch.Tensor) else np.asarray(queries), dtype=np.float32
@@ -402,8 +399,7 @@ def faiss_search(
     _check_queries(torch.from_numpy(qnp))
     cpu = torch.device("cpu")
     ranks, _ = _tie_ranks(tie_rank, n, cpu)
-    ex = _exclude_tensor(exclude, nq, cpu)
-    keep = min(k + max(0, margin) + (0 if ex is None else 1), n)
+    keep = min(k + max(0, margin), n)
     if nq == 0 or n == 0:
         empty = torch.zeros((nq, 0), dtype=torch.float32)
         return _finish(empty, empty.long(), k)
@@ -429,20 +425,13 @@ def faiss_search(
         idx = torch.where(idx < 0, idx, idx + start)
         run_s, run_i = _merge(run_s, run_i, vals, idx)
         del index
-    cut = run_s[:, keep - 1].clone()  # the score where faiss's answer was cut, before exclusion
-    if ex is not None:
-        hit = run_i == ex.unsqueeze(1)
-        run_s = torch.where(hit, torch.full_like(run_s, float("-inf")), run_s)
-        run_s, order = torch.sort(run_s, dim=1, descending=True, stable=True)
-        run_i = torch.gather(run_i, 1, order)
+    cut = run_s[:, keep - 1].clone()  # the score where faiss's answer was cut
     out_s, out_i = _pad_cols(*_order_exact(run_s, run_i, ranks, k), k)
     if keep < n:
         kth = run_s[:, min(k, keep) - 1]
         redo = torch.nonzero((kth == cut) & torch.isfinite(kth)).flatten().numpy()
         if redo.size:
-            fix_s, fix_i = exact_search(
-                qnp[redo], pool, k, tie_rank=ranks.numpy(), exclude=None if ex is None else ex.numpy()[redo], margin=margin
-            )
+            fix_s, fix_i = exact_search(qnp[redo], pool, k, tie_rank=ranks.numpy(), margin=margin)
             out_s[redo], out_i[redo] = torch.from_numpy(fix_s), torch.from_numpy(fix_i)
     return _finish(out_s, out_i, k)
 

@@ -1,4 +1,4 @@
-"""The plugin conformance check (DESIGN section 5), behind `mbench check-model`.
+"""The plugin conformance check behind `mbench check-model`.
 
 Each check takes a built model and sample items and returns CheckResults; nothing raises for a
 failing plugin, so one run reports every problem at once. Checks:

@@ -46,7 +46,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -58,8 +57,6 @@ from pydantic import (
 
 from mbench.engine.instructions import INSTRUCTION_POLICIES
 from mbench.errors import MbenchError
-
-_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 ScalarArg = str | int | float | bool
 
@@ -242,19 +239,10 @@ def _format_errors(path: Path, err: ValidationError) -> str:
 
 def load_sweep(path: str | os.PathLike) -> SweepSpec:
     """Read and validate a sweep YAML (safe_load); errors name the file and the key."""
+    from mbench.tasks.loader import read_yaml
+
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SweepFileError(f"{path}: no such file") from None
-    except OSError as err:
-        raise SweepFileError(f"{path}: cannot read: {err}") from None
-    try:
-        data = yaml.load(text, Loader=_SafeLoader)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        raise SweepFileError(f"{where}: malformed YAML: {getattr(err, 'problem', None) or err}") from None
+    data = read_yaml(path, SweepFileError)
     if not isinstance(data, dict):
         raise SweepFileError(f"{path}: expected a mapping of keys (models, tasks, ...) at the top level")
     try:

@@ -45,7 +45,9 @@ from typing import Any, Literal
 import numpy as np
 
 from mbench import __version__
+from mbench.engine.cache import store_root
 from mbench.errors import MbenchError
+from mbench.formats.atomic import TMP_SUFFIX, atomic_write_bytes, writer_is_dead
 
 try:  # POSIX only; on other systems the rare manifest rewrite goes unlocked
     import fcntl
@@ -57,23 +59,11 @@ DEFAULT_SHARD_SIZE = 8192
 STORE_DTYPE = np.dtype("<f2")
 MANIFEST = "manifest.json"
 QUARANTINE = "quarantine"
-TMP_SUFFIX = ".tmp"
 _LOCK = ".lock"
 _KEY_RE = re.compile(r"^[0-9a-f]{8,128}$")
 _RECORD_RE = re.compile(r"^shard-(\d{6,})\.json$")
 _DATA_RE = re.compile(r"^shard-(\d{6,})-[0-9a-f]{8}\.npy$")
 _HASH_CHUNK = 8 << 20
-
-
-def default_cache_dir() -> Path:
-    """The mbench cache directory: ``$MBENCH_CACHE`` or ``~/.cache/mbench``."""
-    env = os.environ.get("MBENCH_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "mbench"
-
-
-def default_store_root(cache_dir: Path | str | None = None) -> Path:
-    """Where embeddings live inside a cache directory (``<cache_dir>/embeddings``)."""
-    return Path(cache_dir if cache_dir is not None else default_cache_dir()).expanduser() / "embeddings"
 
 
 class NonFiniteEmbeddingError(MbenchError):
@@ -98,37 +88,6 @@ class ShardCheck:
 
 def _now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
-
-
-def _tmp_path(final: Path) -> Path:
-    # host and pid in the name let `gc` recognise the leftovers of a killed writer at once.
-    host = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:40] or "host"
-    return final.with_name(f".{final.name}.{host}.{os.getpid()}.{secrets.token_hex(3)}{TMP_SUFFIX}")
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):  # not every filesystem lets a directory be opened/fsynced
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _atomic_write(final: Path, data: bytes) -> None:
-    """Write ``data`` to ``final`` so readers see the old file or the whole new one, never a part."""
-    tmp = _tmp_path(final)
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    _fsync_dir(final.parent)
 
 
 def _json_bytes(obj: Any) -> bytes:
@@ -473,7 +432,7 @@ class StoreEntry:
         old = None
         with contextlib.suppress(OSError, ValueError):
             old = self._read_record(index)
-        _atomic_write(self.path / name, payload)
+        atomic_write_bytes(self.path / name, payload)
         record = {
             "shard": index,
             "start": rows.start,
@@ -488,7 +447,7 @@ class StoreEntry:
             "host": socket.gethostname(),
             "pid": os.getpid(),
         }
-        _atomic_write(self._record_path(index), _json_bytes(record))
+        atomic_write_bytes(self._record_path(index), _json_bytes(record))
         if old and old.get("file") != name and _DATA_RE.match(str(old.get("file", ""))):
             with contextlib.suppress(OSError):
                 (self.path / str(old["file"])).unlink()  # the superseded copy of this shard
@@ -502,7 +461,7 @@ class StoreEntry:
             manifest = _read_json(self.path / MANIFEST)
             if manifest.get("dim") is None:
                 manifest["dim"] = dim
-                _atomic_write(self.path / MANIFEST, _json_bytes(manifest))
+                atomic_write_bytes(self.path / MANIFEST, _json_bytes(manifest))
             elif int(manifest["dim"]) != dim:
                 self.quarantine_shard(index)
                 raise MbenchError(
@@ -571,7 +530,7 @@ class EmbeddingStore:
     """A directory of entries, one per key (``<root>/<key>/``); default root ``$MBENCH_CACHE/embeddings``."""
 
     def __init__(self, root: Path | str | None = None) -> None:
-        self.root = Path(root).expanduser() if root is not None else default_store_root()
+        self.root = Path(root).expanduser() if root is not None else store_root()
 
     def __repr__(self) -> str:
         return f"EmbeddingStore({str(self.root)!r})"
@@ -618,7 +577,7 @@ class EmbeddingStore:
                         "mbench_version": __version__,
                         "meta": meta_json,
                     }
-                    _atomic_write(manifest_path, _json_bytes(manifest))
+                    atomic_write_bytes(manifest_path, _json_bytes(manifest))
         entry = self.open(key)
         if entry.n_items != n_items or entry.shard_size != shard_size:
             raise MbenchError(
@@ -697,7 +656,7 @@ class EmbeddingStore:
                 drop(path)
         for path in self.entry_dirs():
             for tmp in sorted(path.glob(f".*{TMP_SUFFIX}")):
-                if _writer_dead(tmp) or now - _mtime(tmp) > tmp_grace_s:
+                if writer_is_dead(tmp) or now - _mtime(tmp) > tmp_grace_s:
                     drop(tmp)
             if (path / QUARANTINE).is_dir():
                 drop(path / QUARANTINE)
@@ -729,23 +688,6 @@ def _mtime(path: Path) -> float:
 
 def _newest_mtime(path: Path) -> float:
     return max([_mtime(p) for p in path.rglob("*")] + [_mtime(path)])
-
-
-def _writer_dead(tmp: Path) -> bool:
-    """Whether the temp file's writer (host and pid in its name) is a dead process on this host."""
-    parts = tmp.name[: -len(TMP_SUFFIX)].split(".")
-    if len(parts) < 4 or not parts[-2].isdigit():
-        return False
-    host, pid = parts[-3], int(parts[-2])
-    if host != (re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:40] or "host"):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
 
 
 def concat_entries(entries: Sequence[StoreEntry], *, verify: bool = True) -> RowConcat:

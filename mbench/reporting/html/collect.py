@@ -17,10 +17,10 @@ from pathlib import Path
 import pandas as pd
 
 from mbench.errors import MbenchError
-from mbench.leaderboard import parse_leaderboard
-from mbench.result_index import FoundResult, load_found, scan_results
+from mbench.reporting.leaderboard import parse_leaderboard
+from mbench.reporting.result_index import FoundResult, load_found, scan_results
 from mbench.results import result_exists
-from mbench.tables import Table, describe_averages
+from mbench.reporting.tables import Table, describe_averages
 
 
 @dataclass(frozen=True)
@@ -36,10 +36,10 @@ class RunKey:
 def run_key(found: FoundResult) -> RunKey:
     """The run a result belongs to."""
     record = found.record
-    policy = str(record.get("instruction_policy") or "first")
+    policy = str(record.instruction_policy or "first")
     if policy == "seeded":
-        policy = f"seeded-{record.get('seed', 0)}"
-    return RunKey(found.model_name, found.fingerprint, found.variant, policy)
+        policy = f"seeded-{record.seed or 0}"
+    return RunKey(record.model_name, record.fingerprint, record.variant, policy)
 
 
 def find_results(paths: Sequence[Path]) -> list[FoundResult]:
@@ -61,13 +61,13 @@ def report_table(found: Sequence[FoundResult], *, limit: int | None = None, task
     """The comparison table of ``found`` (full results, or the --limit ``limit`` ones; the others are noted)."""
     from mbench.tasks.index import get_index
 
-    kept = [f for f in found if f.limit == limit and f.record.get("metrics")]
+    kept = [f for f in found if f.record.limit_queries == limit and f.record.metrics]
     notes = []
-    skipped = len([f for f in found if f.limit != limit])
+    skipped = len([f for f in found if f.record.limit_queries != limit])
     if skipped:
         notes.append(f"{skipped} result(s) of another sample left out ({'full' if limit else 'partial --limit'} "
                      f"results are never mixed with {'partial' if limit else 'full'} ones; see --limit)")
-    unscored = len([f for f in found if f.limit == limit and not f.record.get("metrics")])
+    unscored = len([f for f in found if f.record.limit_queries == limit and not f.record.metrics])
     if unscored:
         notes.append(f"{unscored} unscored result(s) left out (no qrels, e.g. a CIRCO test submission)")
     if not kept:
@@ -76,7 +76,7 @@ def report_table(found: Sequence[FoundResult], *, limit: int | None = None, task
     order = {name: position for position, name in enumerate(index.tasks)}
     rows_of: dict[tuple[str, str], str] = {}  # (task, pool) -> main metric
     for result in sorted(kept, key=lambda f: (order.get(f.task, len(order)), f.task, f.pool)):
-        rows_of.setdefault((result.task, result.pool), result.main_metric)
+        rows_of.setdefault((result.task, result.pool), result.record.main_metric)
     several_pools = {task for task, _ in rows_of if sum(1 for t, _ in rows_of if t == task) > 1}
     row_ids = {key: f"{key[0]}@{key[1]}" if key[0] in several_pools else key[0] for key in rows_of}
 
@@ -103,7 +103,7 @@ def report_table(found: Sequence[FoundResult], *, limit: int | None = None, task
         cells = []
         for (task, pool), metric in rows_of.items():
             result = runs[key].get((task, pool))
-            value = None if result is None else result.record["metrics"].get(metric)
+            value = None if result is None else result.record.metrics.get(metric)
             cells.append(math.nan if value is None else float(value))
             if result is not None:
                 chosen[(row_ids[(task, pool)], column.name)] = result

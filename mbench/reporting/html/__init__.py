@@ -35,10 +35,10 @@ def build_report(paths: Sequence[Path], options: ReportOptions) -> tuple[str, li
     """The HTML page of the results in ``paths``, and notes for the terminal."""
     from mbench import __version__
     from mbench.display import display_decimals
-    from mbench.htmlreport.collect import find_results, report_table
-    from mbench.htmlreport.drilldown import TaskDataCache, Thumbnails, worst_queries
-    from mbench.htmlreport.page import ReportPage, render_page
-    from mbench.tables import significance
+    from mbench.reporting.html.collect import find_results, report_table
+    from mbench.reporting.html.drilldown import TaskDataCache, Thumbnails, worst_queries
+    from mbench.reporting.html.page import ReportPage, render_page
+    from mbench.reporting.tables import significance
 
     if options.worst < 1 or options.top < 1 or options.resamples < 1:
         raise MbenchError("--worst, --top and --resamples must be at least 1")
@@ -76,8 +76,8 @@ def _baseline(table, wanted: str | None) -> str:
 
 def _figures(table) -> tuple[list, list[str]]:
     """The bar and modality figures as PNGs (none without matplotlib, said in a note)."""
-    from mbench.htmlreport.page import Figure
-    from mbench.plots import bar_figure, figure_png, modality_figure, modality_left_out
+    from mbench.reporting.html.page import Figure
+    from mbench.reporting.plots import bar_figure, figure_png, modality_figure, modality_left_out
 
     try:
         bars = bar_figure(table)

@@ -13,7 +13,7 @@ from typing import Any
 
 from mbench.data.types import Item, TaskData
 from mbench.errors import MbenchError
-from mbench.result_index import FoundResult
+from mbench.reporting.result_index import FoundResult
 
 THUMBNAIL_PX = 96
 TEXT_CHARS = 240
@@ -91,7 +91,7 @@ class TaskDataCache:
     def of(self, found: FoundResult) -> tuple[TaskData | None, str | None]:
         """(data as the result saw it, None) or (None, why it is not shown)."""
         record = found.record
-        key = (found.task, found.pool, (record.get("dataset") or {}).get("source"), found.limit_variant)
+        key = (found.task, found.pool, record.dataset.get("source"), record.limit_variant)
         if key not in self._loaded:
             self._loaded[key] = self._load(found)
         return self._loaded[key]
@@ -109,7 +109,7 @@ class TaskDataCache:
 
         try:
             spec = get_index(self.tasks_dirs).task(found.task)
-            source = (found.record.get("dataset") or {}).get("source")
+            source = found.record.dataset.get("source")
             data_dir = self.data_dir if self.data_dir is not None else data_dir_from_source(source, spec.data_folder)
             data = load_task(spec, data_dir=data_dir, pool=found.pool, cache_dir=self.cache_dir, check_images=False)
             return limited_like(data, found.record), None
@@ -122,9 +122,9 @@ def worst_queries(
 ) -> Drilldown:
     """The ``worst`` queries of ``found`` by its main metric (ties: by qid), each with its top ``top`` and gold items."""
     from mbench.results import RUN_FILE, read_per_query
-    from mbench.runfiles import read_run
+    from mbench.formats.runs import read_run
 
-    metric = found.main_metric
+    metric = found.record.main_metric
     view = Drilldown(metric=metric, n_queries=0)
     if not found.per_query_path.is_file() or not (found.directory / RUN_FILE).is_file():
         view.note = f"no per-query scores or run file in {found.directory}"
@@ -168,7 +168,7 @@ def _gold_from_data(data: TaskData) -> Any:
 
 def _gold_from_qrels(found: FoundResult) -> Any:
     """Gold ids from the qrels files the result records (when its data cannot be loaded)."""
-    from mbench.rescoring import recorded_qrels
+    from mbench.results import recorded_qrels
 
     try:
         qrels = recorded_qrels(found.directory)

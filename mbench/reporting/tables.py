@@ -18,8 +18,8 @@ import pandas as pd
 
 from mbench.display import display_decimals, format_value
 from mbench.errors import MbenchError
-from mbench.leaderboard import Leaderboard, NumberFormat, ReferenceColumn, Row, RunColumn, parse_leaderboard
-from mbench.result_index import FoundResult, filter_results, newest, scan_results
+from mbench.reporting.leaderboard import Leaderboard, NumberFormat, ReferenceColumn, Row, RunColumn, parse_leaderboard
+from mbench.reporting.result_index import FoundResult, filter_results, newest, scan_results
 
 FORMATS = ("md", "latex", "csv", "html")
 MISSING = "–"
@@ -100,10 +100,10 @@ class _RunFiller:
 
     def _task_or_group(self, row: Row, name: str, chain: tuple[str, ...]) -> float:
         if name in self.index.groups:
-            members = self.index.group(name).tasks
-            # A group is the mean over its direct members (a member group counts once), as MTEB averages CQADupStack.
-            values = [self._task_or_group(row, member, (*chain, name)) for member in members]
-            return float(sum(values) / len(values)) if all(not math.isnan(v) for v in values) else math.nan
+            # A group is the mean over its scored direct members (a member group counts once), as MTEB
+            # averages CQADupStack; TaskIndex.scored_members is the one rule for which members count.
+            values = [self._task_or_group(row, member, (*chain, name)) for member in self.index.scored_members(name)]
+            return _mean_if_complete(values)
         selectors = dict(
             root=self.root,
             task=name,
@@ -116,19 +116,20 @@ class _RunFiller:
         if not matches:
             # Results of another sample (full vs --limit) are never shown here, but their existence is told.
             others = {
-                found.limit for found in self.results
-                if found.limit != self.limit and filter_results([found], limit=found.limit, **selectors)  # type: ignore[arg-type]
+                found.record.limit_queries for found in self.results
+                if found.record.limit_queries != self.limit
+                and filter_results([found], limit=found.record.limit_queries, **selectors)  # type: ignore[arg-type]
             }
             if others:
                 self.other_samples.setdefault(name, set()).update(others)
             return math.nan
         chosen = newest(matches)
         if len(matches) > 1:
-            fingerprints = sorted({m.fingerprint[:12] for m in matches})
+            fingerprints = sorted({m.record.fingerprint[:12] for m in matches})
             self.ambiguous.append(f"{name} ({len(matches)} results, fingerprints {', '.join(fingerprints)})")
         if not chain:
             self.chosen[row.key] = chosen
-        value = chosen.record["metrics"].get(row.metric)
+        value = chosen.record.metrics.get(row.metric)
         if value is None:
             self.lacking_metric.append(f"{name} ({chosen.directory})")
             return math.nan
@@ -260,7 +261,7 @@ def significance(
     A pair that cannot be tested (scored on different queries, say) raises, or with ``problems``
     given is left unmarked and described there.
     """
-    from mbench.stats import paired_values, sign_flip_p_value
+    from mbench.reporting.stats import paired_values, sign_flip_p_value
 
     names = {c.name: c.name for c in table.spec.runs} | {c.label: c.name for c in table.spec.runs}
     if baseline not in names:
@@ -560,16 +561,17 @@ def adhoc_leaderboard(
     """A leaderboard for `mbench table --tasks ... --models ... --metric ...` (no spec file), over full
     results or, with ``limit``, the partial ones of `mbench run --limit N`. Its Mean row averages the
     rows (each task's main metric unless --metric), or ``mean_metric`` of every task."""
-    from mbench.result_index import model_dir_name
+    from mbench.reporting.result_index import model_dir_name
     from mbench.tasks.index import get_index
 
     index = get_index(tasks_dirs)
     task_names = index.expand(tasks)
-    found = [f for f in scan_results(Path(results_dir)) if f.limit == limit]
+    found = [f for f in scan_results(Path(results_dir)) if f.record.limit_queries == limit]
     if not models:
-        models = sorted({f.model_name for f in found if f.task in task_names})
+        models = sorted({f.record.model_name for f in found if f.task in task_names})
         if not models:
-            partial = sorted({f.limit for f in scan_results(Path(results_dir)) if f.task in task_names and f.limit})
+            partial = sorted({f.record.limit_queries for f in scan_results(Path(results_dir))
+                              if f.task in task_names and f.record.limit_queries})
             hint = f" (partial results exist: pass --limit {partial[0]} to show them)" if partial and limit is None else ""
             raise MbenchError(
                 f"no {'partial (--limit ' + str(limit) + ') ' if limit else ''}results for {', '.join(tasks)} under "
@@ -582,7 +584,7 @@ def adhoc_leaderboard(
         row_pool = pool
         if row_pool is None:
             pools = sorted(
-                {f.pool for f in found if f.task == task_name and (f.model_name in models or model_dir_name(f, Path(results_dir)) in models)}
+                {f.pool for f in found if f.task == task_name and (f.record.model_name in models or model_dir_name(f, Path(results_dir)) in models)}
             )
             if len(pools) > 1:
                 raise MbenchError(f"{task_name}: results exist for pools {', '.join(pools)}; choose one with --pool")
@@ -617,7 +619,7 @@ def adhoc_leaderboard(
         "averages": averages,
         "runs": [{"name": _column_name(m), "display": m, "model": m} for m in models],
     }
-    from mbench.leaderboard import check_tasks
+    from mbench.reporting.leaderboard import check_tasks
 
     leaderboard = parse_leaderboard(data, "mbench table --tasks")
     check_tasks(leaderboard, "mbench table --tasks", tasks_dirs)

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from mbench.htmlreport.drilldown import Drilldown, QueryView, ShownItem
-from mbench.result_index import FoundResult
-from mbench.tables import SIGNIFICANCE_MARK, Table, layout
+from mbench.reporting.html.drilldown import Drilldown, QueryView, ShownItem
+from mbench.reporting.result_index import FoundResult
+from mbench.reporting.tables import SIGNIFICANCE_MARK, Table, layout
 
 
 @dataclass
@@ -55,8 +55,8 @@ def render_page(page: ReportPage) -> str:
     """The whole page."""
     table = page.table
     title = "mbench report" + (f" (PARTIAL: --limit {table.limit})" if table.limit is not None else "")
-    css = resources.files("mbench.htmlreport").joinpath("report.css").read_text(encoding="utf-8")
-    script = resources.files("mbench.htmlreport").joinpath("report.js").read_text(encoding="utf-8")
+    css = resources.files("mbench.reporting.html").joinpath("report.css").read_text(encoding="utf-8")
+    script = resources.files("mbench.reporting.html").joinpath("report.js").read_text(encoding="utf-8")
     runs, tasks = len(table.spec.runs), sum(1 for kind in table.row_kinds.values() if kind == "task")
     parts = [
         "<!DOCTYPE html>",
@@ -195,25 +195,25 @@ def _item_body(item: ShownItem) -> str:
 
 
 PROVENANCE_FIELDS: Sequence[tuple[str, Any]] = (
-    ("result folder", lambda f: str(f.directory)),
-    ("created", lambda f: f.record.get("created")),
-    ("model", lambda f: _json({k: f.record["model"].get(k) for k in ("name", "version", "revision", "fingerprint")})),
-    ("run as", lambda f: f.record.get("requested_model")),
-    ("model args", lambda f: _json(f.record.get("model_args") or {})),
-    ("rerank", lambda f: _json({k: v for k, v in (f.record.get("rerank") or {}).items() if k != "reranker"}) if f.record.get("rerank") else None),
-    ("instructions", lambda f: f"{f.record.get('instruction_policy')} (seed {f.record.get('seed')}): "
-                               f"{_json(f.record.get('instructions') or [])}"),
-    ("prompt", lambda f: f.record.get("prompt")),
-    ("data", lambda f: (f.record.get("dataset") or {}).get("source")),
-    ("qrels", lambda f: "; ".join(f"{q['path']} (sha256 {str(q.get('sha256'))[:16]})"
-                                  for q in ((f.record.get("qrels") or {}).get("files") or [])) or None),
-    ("partial sample", lambda f: _json({k: v for k, v in f.record["limit"].items() if k != "query_ids"}) if f.record.get("limit") else None),
-    ("task spec sha256", lambda f: f.record.get("task_spec_hash")),
-    ("queries, depth", lambda f: f"{f.record.get('n_queries')}, {f.record.get('depth')}"),
-    ("device, world size, search", lambda f: f"{f.record.get('device')}, {f.record.get('world_size')}, {f.record.get('search_backend')}"),
-    ("mbench, git", lambda f: f"{(f.record.get('versions') or {}).get('mbench')}, {f.record.get('git_sha')}"),
-    ("libraries", lambda f: _json({k: v for k, v in (f.record.get("versions") or {}).items() if v and k != "mbench"})),
-    ("timings (s)", lambda f: _json(f.record.get("timings") or {})),
+    ("created", lambda r: r.created),
+    ("model", lambda r: _json({k: r.model.get(k) for k in ("name", "version", "revision", "fingerprint")})),
+    ("run as", lambda r: r.requested_model),
+    ("model args", lambda r: _json(r.model_args)),
+    ("rerank", lambda r: None if r.rerank is None else _json(
+        {"reranker": r.rerank.reranker.get("name"), "fingerprint": r.rerank.reranker.get("fingerprint"),
+         "top_k": r.rerank.top_k, "prompt": r.rerank.prompt, "first_stage": r.rerank.first_stage})),
+    ("instructions", lambda r: f"{r.instruction_policy} (seed {r.seed}): {_json(r.instructions)}"),
+    ("prompt", lambda r: r.prompt),
+    ("data", lambda r: r.dataset.get("source")),
+    ("qrels", lambda r: "; ".join(f"{q['path']} (sha256 {str(q.get('sha256'))[:16]})"
+                                  for q in (r.qrels or {}).get("files", [])) or None),
+    ("partial sample", lambda r: _json({k: v for k, v in r.limit.items() if k != "query_ids"}) if r.limit else None),
+    ("task spec sha256", lambda r: r.task_spec_hash),
+    ("queries, depth", lambda r: f"{r.n_queries}, {r.depth}"),
+    ("device, world size, search", lambda r: f"{r.device}, {r.world_size}, {r.search_backend}"),
+    ("mbench, git", lambda r: f"{r.versions.get('mbench')}, {r.git_sha}"),
+    ("libraries", lambda r: _json({k: v for k, v in r.versions.items() if v and k != "mbench"})),
+    ("timings (s)", lambda r: _json(r.timings)),
 )
 
 
@@ -233,8 +233,9 @@ def _provenance(page: ReportPage) -> list[str]:
                    f"{_e(table.column_label(column.name))}: {len(entries)} result(s)</summary><div class=\"details-body\">")
         for row_key, found in entries:
             out.append(f"<h4>{_e(found.task)} [{_e(found.pool)}]</h4><table class=\"provenance\">")
+            out.append(f"<tr><th>result folder</th><td>{_e(found.directory)}</td></tr>")
             for name, get in PROVENANCE_FIELDS:
-                value = get(found)
+                value = get(found.record)
                 if value not in (None, "", "{}"):
                     out.append(f"<tr><th>{_e(name)}</th><td>{_e(value)}</td></tr>")
             out.append("</table>")

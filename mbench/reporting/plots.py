@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from mbench.errors import MbenchError
-from mbench.leaderboard import Leaderboard
-from mbench.tables import Table, build_table
+from mbench.reporting.leaderboard import Leaderboard
+from mbench.reporting.tables import Table, build_table
 
 PAPER_WIDTH_IN = 7.0
 DPI = 200
@@ -169,7 +169,7 @@ def single_modality_reason(found: Any, task_spec: Any) -> str | None:
     Known from the pool's modality counts the result records, else from the task: a BEIR pool is
     text only, a union pool (M-BEIR global) mixes modalities; otherwise it cannot be told and the bar is drawn.
     """
-    counts = found.record.get("pool_modalities")
+    counts = found.record.pool_modalities
     if counts:
         return f"every candidate of its pool is {next(iter(counts))}" if len(counts) == 1 else None
     if task_spec is None:
@@ -201,7 +201,7 @@ def modality_left_out(table: Table, metric: str = MODALITY_METRIC) -> dict[str, 
     left_out = {}
     for (task, pool), label in _modality_groups(table).items():
         results = [f for f in (_result_of(table, run.name, task, pool) for run in table.spec.runs) if f is not None]
-        with_metric = [f for f in results if f.record["metrics"].get(metric) is not None]
+        with_metric = [f for f in results if f.record.metrics.get(metric) is not None]
         task_spec = index.task(task) if task in index.tasks else None
         reasons = {single_modality_reason(f, task_spec) for f in with_metric}
         if results and not with_metric:
@@ -225,7 +225,7 @@ def modality_figure(table: Table, metric: str = MODALITY_METRIC) -> Any | None:
         values = []
         for task, pool in groups:
             found = _result_of(table, run.name, task, pool)
-            value = None if found is None else found.record["metrics"].get(metric)
+            value = None if found is None else found.record.metrics.get(metric)
             values.append(math.nan if value is None else float(value))
         runs.append((run.label, values))
     # Published modality accuracies live in rows whose metric is this one (MM-Embed Table 2).
