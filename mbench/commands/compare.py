@@ -13,6 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from mbench.commands.options import add_tasks_dir_argument
 from mbench.commands.selection import add_adhoc_arguments
 from mbench.display import add_decimals_argument
 from mbench.errors import MbenchError
@@ -29,8 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "they were run with", table_options=False)
     parser.add_argument("--results-dir", type=Path, default=None,
                         help="results directory of --tasks/--models (default: $MBENCH_RESULTS or ./results)")
-    parser.add_argument("--tasks-dir", action="append", default=[], metavar="DIR",
-                        help="an extra directory of task YAMLs (repeatable)")
+    add_tasks_dir_argument(parser)
     parser.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples and permutations (default: 10000)")
     parser.add_argument("--seed", type=int, default=0, help="random seed of both procedures (default: 0)")
     parser.add_argument("--format", choices=("md", "csv"), default="md", help="md: x100, rounded; csv: fractions, full precision")

@@ -6,10 +6,10 @@ plots, each task's worst queries with their items, and the provenance of every r
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
+from mbench.commands.options import add_tasks_dir_argument
 from mbench.display import add_decimals_argument
 
 
@@ -27,8 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="data root for the queries' and items' text and images (default: where each run read them)")
     parser.add_argument("--cache-dir", type=Path, default=None, help="cache root (the generated mini benchmark lives there)")
-    parser.add_argument("--tasks-dir", action="append", type=Path, default=[], metavar="DIR",
-                        help="an extra directory of task YAMLs (repeatable)")
+    add_tasks_dir_argument(parser)
     parser.add_argument("--resamples", type=int, default=10_000, help="permutations of the significance test (default: 10000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the significance test (default: 0)")
     add_decimals_argument(parser)
@@ -42,16 +41,12 @@ def run(args: argparse.Namespace) -> int:
 
     options = ReportOptions(
         limit=args.limit, baseline=args.baseline, worst=args.worst, top=args.top, data_dir=args.data_dir,
-        cache_dir=args.cache_dir, tasks_dirs=tuple(args.tasks_dir), decimals=args.decimals,
+        cache_dir=args.cache_dir, tasks_dirs=tuple(Path(d) for d in args.tasks_dir), decimals=args.decimals,
         resamples=args.resamples, seed=args.seed,
     )
     page, notes = build_report(args.results, options)
     try:
         atomic_write_bytes(args.out, page.encode("utf-8"))
-        # A page to share: readable as any new file is (the atomic writer's temp file is private).
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(args.out, 0o666 & ~umask)
     except OSError as err:
         raise MbenchError(f"--out {args.out}: cannot write: {err}") from None
     for note in notes:

@@ -14,8 +14,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
-
 from mbench.errors import MbenchError
 from mbench.reporting.leaderboard import parse_leaderboard
 from mbench.reporting.result_index import FoundResult, load_found, scan_results
@@ -59,6 +57,8 @@ def find_results(paths: Sequence[Path]) -> list[FoundResult]:
 
 def report_table(found: Sequence[FoundResult], *, limit: int | None = None, tasks_dirs: Sequence[Path] = ()) -> Table:
     """The comparison table of ``found`` (full results, or the --limit ``limit`` ones; the others are noted)."""
+    import pandas as pd
+
     from mbench.tasks.index import get_index
 
     kept = [f for f in found if f.record.limit_queries == limit and f.record.metrics]
