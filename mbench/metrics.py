@@ -178,8 +178,15 @@ class MetricResults:
         out = {}
         for name, values in self.per_query.items():
             selected = values if rows is None else values[rows]
-            out[name] = float(selected.mean()) if selected.size else 0.0
+            out[name] = order_free_mean(selected)
         return out
+
+
+def order_free_mean(values: np.ndarray) -> float:
+    """The mean with a correctly rounded sum (math.fsum): the same bits whatever order the queries come in."""
+    import math
+
+    return math.fsum(values.tolist()) / values.size if values.size else 0.0
 
 
 def ranked_grades(ranking: np.ndarray, relevance: Relevance) -> np.ndarray:

@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 
 from mbench.commands.options import add_device_argument, add_reranker_arguments, add_tasks_dir_argument, resolve_device
+from mbench.data.limit import DEFAULT_LIMIT_POOL
+from mbench.display import add_decimals_argument
 from mbench.engine.instructions import INSTRUCTION_POLICIES
 
 
@@ -40,6 +42,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="recompute results that already exist")
     add_reranker_arguments(parser, required=False)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    smoke = parser.add_argument_group("smoke run (partial results, kept apart from full ones)")
+    smoke.add_argument("--limit", type=int, default=None, metavar="N",
+                       help="evaluate a seeded sample of N queries per task, against the candidates they are judged "
+                       "on plus sampled distractors of the pool; results go to <pool>.limit-N, marked partial")
+    smoke.add_argument("--limit-pool", default=str(DEFAULT_LIMIT_POOL), metavar="M",
+                       help=f"candidates kept with --limit (default: {DEFAULT_LIMIT_POOL}); 'all' keeps the whole pool, "
+                       "so each sampled query scores as in the full run")
+    smoke.add_argument("--limit-seed", type=int, default=0, metavar="S", help="seed of the --limit sample (default: 0)")
+    add_decimals_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,6 +76,11 @@ def run(args: argparse.Namespace) -> int:
         if args.pool not in spec.pools and spec.pools:
             raise MbenchError(f"task {spec.name} has no pool {args.pool!r} (its pools: {', '.join(spec.pools)})")
     model_args = parse_model_args(args.model_arg)
+    limit = None
+    if args.limit is not None:
+        from mbench.data.limit import Limit, parse_limit_pool
+
+        limit = Limit(queries=args.limit, seed=args.limit_seed, pool=parse_limit_pool(args.limit_pool))
     if args.trust_remote_code:
         factory, _ = resolve_factory(args.model)
         if "trust_remote_code" not in {a.name for a in accepted_args(factory)[0]}:
@@ -93,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
         shard_size=args.shard_size,
         requested_model=args.model,
         world=world,
+        limit=limit,
     )
     model = build_model(args.model, model_args, device=device)
     specs = compatible_tasks(model.meta, specs, requested)
@@ -101,19 +118,27 @@ def run(args: argparse.Namespace) -> int:
         rerank = RerankRequest(args.reranker, args.reranker_arg, args.rerank_top_k, args.rerank_batch_size)
     outcomes = run_tasks(model, model_args, specs, options, rerank=rerank)
     if world.is_main:
-        print(_summary_table(model.meta.name, outcomes))
+        print(_summary_table(model.meta.name, outcomes, args.decimals))
     return 0
 
 
-def _summary_table(model_name: str, outcomes: list) -> str:
-    """Main metric per task (x100, two decimals), as a plain table."""
+def _summary_table(model_name: str, outcomes: list, decimals: int | None = None) -> str:
+    """Main metric per task (x100, rounded by mbench.display's rule), as a plain table."""
     from tabulate import tabulate
 
+    from mbench.display import display_decimals, format_value
+
+    shown = display_decimals(decimals)
     rows = []
     for spec, outcome in outcomes:
         record = outcome.record
         main = record.main_metric
         value = record.metrics.get(main) if main else None
-        rows.append([outcome.task, record.pool, main or "-", "-" if value is None else f"{100 * value:.2f}",
+        rows.append([outcome.task, record.pool, main or "-", "-" if value is None else format_value(value, shown),
                      record.n_queries])
-    return f"model: {model_name}\n" + tabulate(rows, headers=["task", "pool", "main metric", "x100", "queries"])
+    partial = sorted({str(o.record.limit["queries"]) for _, o in outcomes if o.record.limit})
+    flag = (f"PARTIAL: --limit {', '.join(partial)} (a sample of each task's queries and candidates; "
+            "not comparable with full results)\n") if partial else ""
+    # Values stay as formatted (tabulate would reparse "40.00" as 40).
+    return f"model: {model_name}\n{flag}" + tabulate(rows, headers=["task", "pool", "main metric", "x100", "queries"],
+                                                 disable_numparse=True, colalign=("left",) * 3 + ("right",) * 2)

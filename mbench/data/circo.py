@@ -15,7 +15,7 @@ import numpy as np
 
 from mbench.data.adapter import FileAdapter, FilesSchema, LoadRequest
 from mbench.data.common import Problems
-from mbench.data.types import ItemTable, TaskData
+from mbench.data.types import ItemTable, QrelsSource, TaskData
 from mbench.errors import MbenchError
 from mbench.formats.circo import read_circo_annotations
 from mbench.metrics import Relevance
@@ -165,4 +165,5 @@ def load_circo(spec: TaskSpec, folder: Path) -> TaskData:
     pool = ItemTable(ids=[str(i) for i in ids], texts=[None] * len(ids), images=files, modalities=["image"] * len(ids))
     return TaskData(
         name=spec.name, queries=query_table, pool=pool, relevance=relevance, targets=targets, source=str(folder),
+        qrels=QrelsSource(files=(str(path.absolute()),), format="circo") if relevance is not None else None,
     )

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mbench.data.types import TaskData
+from mbench.data.limit import Limit
+from mbench.data.types import ItemTable, TaskData
 from mbench.engine.cache.encoder import POOL_MEMO, Encoder, pool_segments
 from mbench.engine.distributed import World, slice_bounds
 from mbench.engine.encode import EncodeOptions, encode_precision
@@ -53,6 +54,7 @@ class RunOptions:
     shard_size: int = 8192
     requested_model: str | None = None
     world: World = field(default_factory=World)
+    limit: Limit | None = None  # --limit: a smoke run on a sample of each task
 
 
 @dataclass
@@ -213,6 +215,13 @@ def retrieve(
     return scores, indices, details
 
 
+def pool_modality_counts(pool: ItemTable) -> dict[str, int]:
+    """How many candidates of the pool have each modality."""
+    from collections import Counter
+
+    return dict(sorted(Counter(pool.modalities).items()))
+
+
 def score_and_write(
     spec: TaskSpec,
     data: TaskData,
@@ -248,13 +257,15 @@ def instruction_variant(meta: Any, spec: TaskSpec, options: RunOptions) -> str |
 
 def result_variant(model: Any, spec: TaskSpec, options: RunOptions) -> str | None:
     """The result-path suffix of every run option that changes numbers without changing the model:
-    a non-default instruction policy, and an explicit fp16 store of a dense model (``store-fp16``),
-    so such results sit beside the default ones instead of being mistaken for them."""
+    a non-default instruction policy, an explicit fp16 store of a dense model (``store-fp16``) and a
+    ``--limit`` sample (``limit-N``), so such results sit beside the default ones instead of being mistaken for them."""
     from mbench.models.base import model_kind
 
     parts = [instruction_variant(model.meta, spec, options)]
     if options.store_dtype != "native" and model_kind(model) == "retriever":
         parts.append(f"store-{STORE_DTYPE_OPTIONS[options.store_dtype]}")
+    if options.limit:
+        parts.append(options.limit.variant)
     kept = [part for part in parts if part]
     return ".".join(kept) if kept else None
 
@@ -275,6 +286,11 @@ def run_task(model: Any, model_args: dict[str, Any], spec: TaskSpec, options: Ru
     timings: dict[str, float] = {}
     data = _timed(timings, "load", lambda: load_task(spec, data_dir=options.data_dir, pool=options.pool,
                                                      cache_dir=options.cache_dir))
+    limit_record = None
+    if options.limit is not None:
+        from mbench.data.limit import limit_task
+
+        data, limit_record = limit_task(data, options.limit)
     scores, indices, details = retrieve(model, spec, data, options, store=store, timings=timings)
     if not options.world.is_main:  # only rank 0 writes results
         return TaskOutcome(spec.name, directory, computed=True, data=data)
@@ -288,6 +304,11 @@ def run_task(model: Any, model_args: dict[str, Any], spec: TaskSpec, options: Ru
         model_args={k: str(v) for k, v in model_args.items()},
         depth=details["depth"],
         dataset={"source": data.source},
+        qrels=results.qrels_entry(data.qrels),
+        # Modality accuracy means something only where the pool holds more than one modality.
+        pool_modalities=POOL_MEMO.get(data.pool, "modalities", lambda: pool_modality_counts(data.pool)),
+        partial=limit_record is not None,  # a --limit smoke run: never to be read as a full result
+        limit=limit_record,
         instruction_policy=options.instruction_policy,
         seed=options.seed,
         instructions=details["instructions"],

@@ -18,7 +18,7 @@ import numpy as np
 from mbench.errors import MbenchError
 from mbench.formats.qrels import Qrels
 from mbench.formats.runs import Run
-from mbench.metrics import METRICS, Metric, Relevance, evaluate, parse_metric
+from mbench.metrics import METRICS, Metric, Relevance, evaluate, order_free_mean, parse_metric
 
 if TYPE_CHECKING:
     from mbench.data.types import TaskData
@@ -51,7 +51,8 @@ class RunScores:
 
     def mean(self) -> dict[str, float]:
         """The mean of every metric over the scored queries."""
-        return {name: float(values.mean()) if values.size else 0.0 for name, values in self.per_query.items()}
+        # The same mean as a run's result.json, whatever order the run file lists the queries in.
+        return {name: order_free_mean(values) for name, values in self.per_query.items()}
 
 
 def score_run(

@@ -13,7 +13,6 @@ error naming its item.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from mbench.engine.distributed import World
 from mbench.engine.encode import EncodeOptions, encode_precision, encode_rows
 from mbench.errors import MbenchError
 from mbench.models.base import UNIT_NORM_TOLERANCE
+from mbench.progress import progress
 
 
 def pool_segments(pool: ItemTable) -> list[tuple[str, np.ndarray]]:
@@ -127,7 +127,8 @@ class Encoder:
         if missing:
             check_items(self.model.meta, table.items(rows[: min(len(rows), 64)]), role)  # fail fast on modality
             total = sum(len(entry.shard_range(s)) for s in missing)
-            bar = _progress(total, f"encode {'queries' if role == 'query' else 'candidates'} {label}", self.options.progress)
+            bar = progress(total, f"encode {'queries' if role == 'query' else 'candidates'} {label}", "items",
+                           enabled=self.options.progress)
             try:
                 for shard in missing:
                     shard_rows = rows[np.asarray(entry.shard_range(shard), dtype=np.int64)]
@@ -154,10 +155,6 @@ class Encoder:
         return entry
 
 
-def _progress(total: int, desc: str, enabled: bool) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="item", disable=not enabled, file=sys.stderr, dynamic_ncols=True)
 
 
 def _check_unit_rows(vectors: Any, table: ItemTable, rows: np.ndarray, model_name: str, role: str) -> None:
