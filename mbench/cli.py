@@ -26,7 +26,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "check-model": ("mbench.commands.check_model", "run a model plugin through the conformance check on the mini benchmark"),
     "table": ("mbench.commands.table", "comparison tables from a leaderboard spec or --tasks/--models (md, LaTeX, CSV, HTML)"),
     "compare": ("mbench.commands.compare", "B - A per task with a paired bootstrap CI and a sign-flip test p-value"),
-    "plot": ("mbench.commands.plot", "PNG figures of a leaderboard: grouped bars with published markers, modality accuracy"),
+    "plot": ("mbench.commands.plot", "PNG figures of a leaderboard or --tasks/--models: grouped bars with published markers, modality accuracy"),
+    "report": ("mbench.commands.report", "one self-contained HTML page comparing results: sortable table, plots, worst queries, provenance"),
     "cache": ("mbench.commands.cache", "inspect, verify and clean the embedding cache (ls | verify | gc)"),
     "sweep": ("mbench.commands.sweep", "expand a sweep YAML (models x checkpoints x tasks x pools x policies) into runs: local, Slurm or --dry-run"),
 }

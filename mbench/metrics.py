@@ -7,8 +7,10 @@ metric family with its definition, the reference it matches (trec_eval's name wh
 and its computation; ``evaluate`` and the documentation's table (``metrics_table``) both read it,
 so adding a metric is adding one entry.
 
-A candidate is relevant when its grade is > 0; nDCG uses grades as linear gains and negative
-grades count as 0. A query with no relevant candidate scores 0 everywhere.
+A candidate is relevant when its grade is >= the relevance level (1 unless asked: trec_eval's
+``-l``); nDCG ignores the level, as trec_eval's ``ndcg_cut`` does: grades > 0 are linear gains
+and negative grades count as 0. A query with judgments but no relevant candidate scores 0 on
+every binary metric (and nDCG 0 when no grade is positive) and is averaged in, as trec_eval does.
 """
 
 from __future__ import annotations
@@ -91,9 +93,9 @@ class Relevance:
         """The query row of every stored judgment."""
         return np.repeat(np.arange(self.n_queries, dtype=np.int64), np.diff(self.indptr))
 
-    def num_relevant(self) -> np.ndarray:
-        """Per query, the number of candidates with grade > 0."""
-        return np.bincount(self.row_ids()[self.grades > 0], minlength=self.n_queries).astype(np.int64)
+    def num_relevant(self, level: int = 1) -> np.ndarray:
+        """Per query, the number of candidates with grade >= ``level`` (trec_eval's num_rel under ``-l``)."""
+        return np.bincount(self.row_ids()[self.grades >= level], minlength=self.n_queries).astype(np.int64)
 
     @classmethod
     def from_pairs(
@@ -176,8 +178,15 @@ class MetricResults:
         out = {}
         for name, values in self.per_query.items():
             selected = values if rows is None else values[rows]
-            out[name] = float(selected.mean()) if selected.size else 0.0
+            out[name] = order_free_mean(selected)
         return out
+
+
+def order_free_mean(values: np.ndarray) -> float:
+    """The mean with a correctly rounded sum (math.fsum): the same bits whatever order the queries come in."""
+    import math
+
+    return math.fsum(values.tolist()) / values.size if values.size else 0.0
 
 
 def ranked_grades(ranking: np.ndarray, relevance: Relevance) -> np.ndarray:
@@ -284,6 +293,7 @@ class _Ranked:
         cand_modality: np.ndarray | Sequence[str] | None,
         expected_modality: str | None,
         targets: np.ndarray | Sequence[int] | None,
+        relevance_level: int = 1,
     ) -> None:
         self.ranking = ranking
         self.relevance = relevance
@@ -292,8 +302,9 @@ class _Ranked:
         self.targets = targets
         self.n_queries, self.depth = ranking.shape
         self.grades = ranked_grades(ranking, relevance)
-        self.is_relevant = self.grades > 0
-        self.num_relevant = relevance.num_relevant().astype(np.float64)
+        # Binary relevance is grade >= the level (trec_eval's -l); nDCG reads the grades themselves.
+        self.is_relevant = self.grades >= relevance_level
+        self.num_relevant = relevance.num_relevant(relevance_level).astype(np.float64)
         # Cumulative count of relevant candidates down the ranking: P@i = cum_relevant[:, i-1] / i.
         self.cum_relevant = np.cumsum(self.is_relevant, axis=1, dtype=np.float64)
 
@@ -423,13 +434,17 @@ def evaluate(
     cand_modality: np.ndarray | Sequence[str] | None = None,
     expected_modality: str | None = None,
     targets: np.ndarray | Sequence[int] | None = None,
+    relevance_level: int = 1,
 ) -> MetricResults:
     """Compute the metrics for every query row of ``ranking`` (n_queries x depth, -1 padded).
 
     ``cand_modality`` (one entry per candidate index) and ``expected_modality`` are needed by
     ``modality_acc@k``; ``targets`` (one candidate index per query, -1 for none) by
-    ``circo_recall@k``.
+    ``circo_recall@k``. ``relevance_level``: the least grade that counts as relevant for the
+    binary metrics (trec_eval's ``-l``; nDCG always uses the graded gains).
     """
+    if relevance_level < 1:
+        raise ValueError(f"relevance_level must be >= 1 (unjudged candidates have grade 0), got {relevance_level}")
     parsed = [m if isinstance(m, Metric) else parse_metric(m) for m in metrics]
     ranking = np.asarray(ranking, dtype=np.int64)
     if ranking.ndim != 2:
@@ -438,7 +453,8 @@ def evaluate(
         raise ValueError("ranking holds candidate indices >= 0, or -1 for padding; found a value below -1")
     # Every metric looks at the top k only: cutting the ranking to the largest k first makes the
     # cost independent of how deep the run is (a top-100 run scored at @10 does a tenth of the work).
-    ranked = _Ranked(ranking[:, : required_depth(parsed)], relevance, cand_modality, expected_modality, targets)
+    ranked = _Ranked(ranking[:, : required_depth(parsed)], relevance, cand_modality, expected_modality, targets,
+                     relevance_level)
     return MetricResults({metric.name: METRICS[metric.family].compute(ranked, metric.k) for metric in parsed})
 
 

@@ -38,6 +38,7 @@ from mbench.formats.checked_json import ChecksumError, dumps_checked, loads_chec
 if TYPE_CHECKING:
     import pandas as pd
 
+    from mbench.formats.qrels import Qrels
     from mbench.formats.runs import Run
 
 RESULT_FILE = "result.json"
@@ -86,11 +87,19 @@ class ResultRecord:
     model_args: dict[str, str] = field(default_factory=dict)
     depth: int | None = None
     dataset: dict[str, Any] = field(default_factory=dict)
+    # The judgment files scored against: {"files": [{"path", "sha256"}], "format", "outside_pool", ...}
+    qrels: dict[str, Any] | None = None
+    pool_modalities: dict[str, int] = field(default_factory=dict)  # candidates per modality
+    partial: bool = False  # a `mbench run --limit` smoke result: never read as a full one
+    limit: dict[str, Any] | None = None  # its sample: queries, seed, pool, variant, query_ids, sizes
     instruction_policy: str | None = None
     seed: int | None = None
     instructions: list[str] = field(default_factory=list)
     prompt: str | None = None
     search_backend: str | None = None
+    # Precision provenance of a dense run: encode precision, store dtype, stored query/candidate
+    # dtypes, the search's compute dtype and the final scores' (None for lexical runs).
+    embeddings: dict[str, str] | None = None
     device: str | None = None
     world_size: int = 1
     versions: dict[str, str | None] = field(default_factory=dict)
@@ -126,9 +135,21 @@ class ResultRecord:
         return None if self.rerank is None else self.rerank.top_k
 
     @property
+    def limit_queries(self) -> int | None:
+        """N of a partial result of `mbench run --limit N`; None for a full result."""
+        return int(self.limit["queries"]) if self.limit else None
+
+    @property
+    def limit_variant(self) -> str | None:
+        """The sample a partial result was computed on (``limit-5``, ``limit-5-pool-all``); None when full."""
+        return str(self.limit.get("variant") or f"limit-{self.limit['queries']}") if self.limit else None
+
+    @property
     def variant(self) -> str:
-        """``retrieval``, or ``rerank:<reranker>@top<k>``: what tells results of one model on one task apart."""
-        return "retrieval" if self.kind != "rerank" else f"rerank:{self.reranker_name}@top{self.rerank_top_k}"
+        """``retrieval``, or ``rerank:<reranker>@top<k>``, plus `` [limit-N]`` for a partial result: what tells
+        results of one model on one task apart (a partial result pairs only with one of the same sample)."""
+        base = "retrieval" if self.kind != "rerank" else f"rerank:{self.reranker_name}@top{self.rerank_top_k}"
+        return base if self.limit is None else f"{base} [{self.limit_variant}]"
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object written to ``result.json``."""
@@ -284,16 +305,8 @@ def write_result(
         _write_parquet(directory / PER_QUERY_FILE, pd.DataFrame({"qid": list(query_ids), **columns}))
     record.timings["write"] = round(record.timings.get("write", 0.0) + time.perf_counter() - started, 4)
     record.mbench_result_version = RESULT_VERSION
-    record.files = {name: _sha256_of_file(directory / name) for name in DATA_FILES if (directory / name).is_file()}
+    record.files = {name: file_sha256(directory / name) for name in DATA_FILES if (directory / name).is_file()}
     atomic_write_bytes(directory / RESULT_FILE, dumps_checked(record.to_json()))
-
-
-def _sha256_of_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _ranked_ids(ranking: np.ndarray, pool_ids: Sequence[str]) -> np.ndarray:
@@ -339,7 +352,7 @@ def verify_result(directory: Path) -> ResultRecord:
         path = directory / name
         if not path.is_file():
             raise MbenchError(f"{path}: missing, though {directory / RESULT_FILE} lists it")
-        if _sha256_of_file(path) != digest:
+        if file_sha256(path) != digest:
             raise MbenchError(f"{path}: its bytes differ from the sha256 recorded in {RESULT_FILE} (changed or damaged)")
     return record
 
@@ -356,3 +369,97 @@ def read_per_query(path: Path) -> pd.DataFrame:
     import pandas as pd
 
     return pd.read_parquet(path)
+
+
+# ---------------------------------------------------------------- the judgments a result was scored against
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file's bytes (read in chunks: a run file of the global pool is large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def qrels_entry(source: Any) -> dict[str, Any] | None:
+    """The record's ``qrels`` of a task's ``data.types.QrelsSource``: each file's path and sha256 (None for a
+    table on the hub), the format (``formats.qrels``), and the judgments the pool leaves out."""
+    if source is None:
+        return None
+    files = [{"path": path, "sha256": file_sha256(Path(path)) if Path(path).is_file() else None} for path in source.files]
+    return {
+        "files": files,
+        "format": source.format,
+        "outside_pool": source.outside_pool,
+        "outside_pool_prefix": source.outside_pool_prefix,
+    }
+
+
+def recorded_qrels(directory: Path) -> Qrels:
+    """The judgments the result in ``directory`` was scored against: its recorded files, checked unchanged
+    (sha256), less the judgments its pool left out (M-BEIR's cross-dataset rule, their count checked)."""
+    where = Path(directory) / RESULT_FILE
+    entry = read_result(directory).qrels
+    if not entry:
+        raise MbenchError(
+            f"{where}: records no qrels (an unscored task, or a result written before mbench recorded them): "
+            "give the QRELS file as the second argument"
+        )
+    qrels = _concatenated([_verified_qrels(file, entry["format"], where) for file in entry["files"]])
+    return _without_outside_pool(qrels, entry, where)
+
+
+def _verified_qrels(file: Mapping[str, Any], format: str, where: Path) -> Qrels:
+    from mbench.formats.qrels import read_qrels
+
+    path, digest = Path(file["path"]), file.get("sha256")
+    if digest is None:
+        raise MbenchError(f"{where}: the qrels came from {file['path']} (not a local file): give a local copy as QRELS")
+    if not path.is_file():
+        raise MbenchError(f"{where}: its qrels file {path} is gone (moved or deleted): give it as QRELS")
+    if file_sha256(path) != digest:
+        raise MbenchError(
+            f"{where}: its qrels file {path} changed since the run (sha256 differs): the stored scores no longer "
+            "match it; rerun the task, or give a qrels file as QRELS to score against it anyway"
+        )
+    return read_qrels(path, format)
+
+
+def _concatenated(parts: list[Qrels]) -> Qrels:
+    from mbench.formats.qrels import Qrels
+
+    if len(parts) == 1:
+        return parts[0]
+    if any(p.targets is not None for p in parts):
+        raise MbenchError("CIRCO annotations are one file per split; a result naming several cannot be rescored")
+    query_ids = list(dict.fromkeys(q for p in parts for q in p.query_ids.tolist()))
+    return Qrels(
+        qids=np.concatenate([p.qids for p in parts]), docids=np.concatenate([p.docids for p in parts]),
+        grades=np.concatenate([p.grades for p in parts]), query_ids=np.asarray(query_ids, dtype=object),
+        format=parts[0].format,
+    )
+
+
+def _without_outside_pool(qrels: Qrels, entry: Mapping[str, Any], where: Path) -> Qrels:
+    """Leave out the judgments the task's pool leaves out (M-BEIR's cross-dataset rule), checking their count."""
+    from mbench.formats.qrels import Qrels
+
+    prefix, expected = entry.get("outside_pool_prefix"), int(entry.get("outside_pool") or 0)
+    if not prefix:
+        return qrels
+    outside = np.char.startswith(qrels.docids.astype(str), prefix)
+    if int(outside.sum()) != expected:
+        raise MbenchError(
+            f"{where}: the run left out {expected} judgment(s) on dids starting {prefix!r}, the qrels file now has "
+            f"{int(outside.sum())}: give QRELS explicitly"
+        )
+    keep = ~outside
+    # A query judged only on left-out dids was dropped by the run too.
+    query_ids = np.asarray(list(dict.fromkeys(qrels.qids[keep].tolist())), dtype=object)
+    return Qrels(
+        qids=qrels.qids[keep], docids=qrels.docids[keep], grades=qrels.grades[keep], query_ids=query_ids,
+        format=qrels.format, task_ids=None if qrels.task_ids is None else qrels.task_ids[keep], targets=qrels.targets,
+        source=qrels.source,
+    )

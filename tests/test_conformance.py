@@ -68,6 +68,21 @@ def test_nan_embeddings_are_caught_with_the_item_id() -> None:
     assert not results["candidate batch-determinism"].passed
 
 
+class Unnormalised(HashingRetriever):
+    """Declares cosine similarity but returns rows of norm 2."""
+
+    def encode(self, items, *, role, instructions, prompts):
+        return 2 * super().encode(items, role=role, instructions=instructions, prompts=prompts)
+
+
+def test_cosine_rows_that_are_not_unit_length_are_caught() -> None:
+    results = _by_name(run_conformance(Unnormalised(dim=32), QUERIES, CANDIDATES))
+    assert results["query outputs"].passed and results["query batch-determinism"].passed
+    failed = results["query unit length"]
+    assert not failed.passed and "similarity is cosine but 30 row(s) are not unit length" in failed.detail
+    assert _by_name(run_conformance(HashingRetriever(dim=32), QUERIES, CANDIDATES))["candidate unit length"].passed
+
+
 class ClaimsImages:
     """Declares image queries but crashes on them, and encodes undeclared image candidates."""
 

@@ -191,3 +191,14 @@ def test_rewriting_a_result_keeps_the_old_result_json_until_the_new_one_replaces
     monkeypatch.setattr(runfiles, "write_trec_run", watching)
     assert run(env, "--reranker", "campaign.plugins:pair_reranker", "--rerank-top-k", "3", "--overwrite") == 0
     assert seen == [True, True]  # the first stage's folder, then the rerank's
+
+
+def test_a_damaged_rerank_result_is_computed_again_with_a_notice(env, capsys):
+    argv = ("--reranker", "campaign.plugins:pair_reranker", "--rerank-top-k", "3")
+    assert run(env, *argv) == 0
+    [scores] = env["results"].glob("hash-embed/*/mini.beir.towns/local/rerank-*/rerank_scores.parquet")
+    good = scores.read_bytes()
+    scores.write_bytes(good[: len(good) // 2])
+    assert run(env, *argv) == 0
+    assert "rerank_scores.parquet: its bytes differ" in capsys.readouterr().err
+    assert scores.read_bytes() == good

@@ -193,7 +193,7 @@ def _with(**changes: object) -> dict:
 
 def test_minimal_spec_loads(tmp_path: Path) -> None:
     spec = load_leaderboard(_write(tmp_path, MINIMAL))
-    assert spec.format.scale == 100 and spec.format.decimals == 1
+    assert spec.format.scale == 100 and spec.format.decimals is None  # None: mbench's display rule
     assert spec.rows[0].key == "mteb.scifact"
 
 

@@ -61,10 +61,11 @@ def retriever(model_dir):
 def test_eos_formats_follow_table_11(retriever):
     model = retriever("eos")
     rendered = [model.render(item, role="query", instruction=INSTRUCTION, prompt=None) for item in QUERIES]
+    # "Instruct: " as in MM-Embed's released encode() (modeling_nvmmembed.py), which Table 11 omits.
     assert rendered == [
-        f"{INSTRUCTION}\nQuery: a dog runs on the beach",
-        f"{INSTRUCTION}\nQuery: <image>",
-        f"{INSTRUCTION}\nQuery: <image>\na red car",
+        f"Instruct: {INSTRUCTION}\nQuery: a dog runs on the beach",
+        f"Instruct: {INSTRUCTION}\nQuery: <image>",
+        f"Instruct: {INSTRUCTION}\nQuery: <image>\na red car",
     ]
     assert model.render(TEXT_Q, role="query", instruction=None, prompt=None) == "Query: a dog runs on the beach"
     # Candidates never take the instruction: <cimg>\n<ctxt>, absent parts dropped.
@@ -135,7 +136,7 @@ def test_eos_pooling_is_the_hidden_state_at_the_appended_eos(retriever):
     model = retriever("eos")
     tokenizer = model.tokenizer
     # By hand: the Table 11 string, BOS + its tokens + the eos id, one forward, last position.
-    text = f"{INSTRUCTION}\nQuery: a dog runs on the beach"
+    text = f"Instruct: {INSTRUCTION}\nQuery: a dog runs on the beach"
     ids = tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]
     assert ids[0] == tokenizer.bos_token_id
     with torch.no_grad():
@@ -147,7 +148,8 @@ def test_eos_pooling_is_the_hidden_state_at_the_appended_eos(retriever):
     assert not torch.allclose(got, torch.nn.functional.normalize(hidden[-2], dim=0), atol=1e-3)
 
     # With an image: the processor's image-token expansion, eos appended by hand, same pooling.
-    batch = model.processor(text=[f"{INSTRUCTION}\nQuery: <image>\na red car"], images=[BOTH_Q.image], return_tensors="pt")
+    batch = model.processor(text=[f"Instruct: {INSTRUCTION}\nQuery: <image>\na red car"], images=[BOTH_Q.image],
+                            return_tensors="pt")
     ids = torch.cat([batch["input_ids"], torch.tensor([[tokenizer.eos_token_id]])], dim=1)
     assert int((ids == model.image_token_id).sum()) > 16  # the base image alone has 16 patches
     with torch.no_grad():

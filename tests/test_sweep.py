@@ -153,6 +153,12 @@ def test_results_dir_is_passed_through(tmp_path):
                             "--instruction-policy", "first", "--results-dir", "/r"]
 
 
+def test_store_dtype_is_passed_through_as_an_explicit_run_option(tmp_path):
+    path = write(tmp_path / "s.yaml", "models: [{model: hash-embed}]\ntasks: [mini]\nstore_dtype: fp16\n")
+    [point] = expand(load_sweep(path))
+    assert point.argv()[-2:] == ["--store-dtype", "fp16"]
+
+
 def test_dry_run_prints_one_quoted_command_per_point(tmp_path, capsys):
     path = write(tmp_path / "s.yaml", """\
         models: [{model: hash-embed, model_args: {call_log: /tmp/a b.log}}]

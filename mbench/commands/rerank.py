@@ -13,6 +13,7 @@ import argparse
 from pathlib import Path
 
 from mbench.commands.options import add_device_argument, add_reranker_arguments, add_tasks_dir_argument, resolve_device
+from mbench.display import add_decimals_argument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,25 +28,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the reranker's dtype (default: bf16 on CUDA, fp32 on CPU)")
     parser.add_argument("--overwrite", action="store_true", help="recompute an existing rerank result")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def data_dir_from_source(source: str | None, data_folder: str) -> Path | None:
-    """The data root whose ``data_folder`` is the recorded source directory, or None (hub ids, generated data)."""
-    if not source:
-        return None
-    path = Path(source)
-    folder = Path(data_folder)
-    if not path.is_dir() or path.parts[-len(folder.parts):] != folder.parts:
-        return None
-    root = path
-    for _ in folder.parts:
-        root = root.parent
-    return root
+    add_decimals_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """Rerank the result, write it beside the first stage, print the main metric before and after."""
-    from mbench.data.loader import load_task
+    from mbench.data.limit import limited_like
+    from mbench.data.loader import data_dir_from_source, load_task
+    from mbench.display import display_decimals, format_value
     from mbench.engine.rerank import rerank_result
     from mbench.models.registry import build_reranker
     from mbench.results import SUBMISSION_FILE, read_result
@@ -57,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     spec = load_task_spec(task, args.tasks_dir)
     source = first.dataset.get("source")
     data_dir = args.data_dir if args.data_dir is not None else data_dir_from_source(source, spec.data_folder)
-    data = load_task(spec, data_dir=data_dir, pool=pool, cache_dir=args.cache_dir)
+    data = limited_like(load_task(spec, data_dir=data_dir, pool=pool, cache_dir=args.cache_dir), first)
 
     device = resolve_device(args.device)
     reranker, reranker_args = build_reranker(args.reranker, args.reranker_arg, batch_size=args.rerank_batch_size,
@@ -86,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     before = first.metrics.get(main)
     after = reranked.metrics[main]
-    before_text = f"{100 * before:.2f}" if before is not None else "n/a"
-    print(f"{main}: retrieval {before_text}  rerank {100 * after:.2f}"
-          + (f"  ({100 * (after - before):+.2f})" if before is not None else ""))
+    decimals = display_decimals(args.decimals)
+    before_text = format_value(before, decimals) if before is not None else "n/a"
+    print(f"{main}: retrieval {before_text}  rerank {format_value(after, decimals)}"
+          + (f"  ({format_value(after - before, decimals, signed=True)})" if before is not None else ""))
     return 0

@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 
 from mbench.commands.options import add_device_argument, add_reranker_arguments, add_tasks_dir_argument, resolve_device
+from mbench.data.limit import DEFAULT_LIMIT_POOL
+from mbench.display import add_decimals_argument
 from mbench.engine.instructions import INSTRUCTION_POLICIES
 
 
@@ -31,6 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--depth", type=int, default=None,
                         help="ranking depth kept (default: the largest metric k, the task's depth, at least 100)")
     parser.add_argument("--search-backend", choices=("torch", "faiss"), default="torch")
+    parser.add_argument("--store-dtype", choices=("native", "fp16"), default="native",
+                        help="embedding cache precision: native (default) keeps what the model emits bit for bit "
+                             "(fp32 on CPU); fp16 halves the disk of a huge pool but rounds every embedding "
+                             "(recorded, and its results go to <pool>.store-fp16/)")
     parser.add_argument("--shard-size", type=int, default=8192,
                         help="items per stored embedding shard: the most a killed run recomputes")
     parser.add_argument("--overwrite", action="store_true", help="recompute results that already exist")
@@ -39,12 +45,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "result.json (default: such an image stops the run, naming it)")
     add_reranker_arguments(parser, required=False)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    smoke = parser.add_argument_group("smoke run (partial results, kept apart from full ones)")
+    smoke.add_argument("--limit", type=int, default=None, metavar="N",
+                       help="evaluate a seeded sample of N queries per task, against the candidates they are judged "
+                       "on plus sampled distractors of the pool; results go to <pool>.limit-N, marked partial")
+    smoke.add_argument("--limit-pool", default=str(DEFAULT_LIMIT_POOL), metavar="M",
+                       help=f"candidates kept with --limit (default: {DEFAULT_LIMIT_POOL}); 'all' keeps the whole pool, "
+                       "so each sampled query scores as in the full run")
+    smoke.add_argument("--limit-seed", type=int, default=0, metavar="S", help="seed of the --limit sample (default: 0)")
+    add_decimals_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """Build the model once, evaluate every task, print a table of main metrics."""
     from mbench.engine.orchestrate import RerankRequest, compatible_tasks, run_tasks
-    from mbench.engine.pipeline import RunOptions
+    from mbench.engine.pipeline import STORE_DTYPE_CHOICES, RunOptions
     from mbench.errors import MbenchError
     from mbench.models.registry import build_model, parse_model_args, with_remote_code
     from mbench.results import default_results_dir
@@ -65,6 +80,11 @@ def run(args: argparse.Namespace) -> int:
         if args.pool not in spec.pools and spec.pools:
             raise MbenchError(f"task {spec.name} has no pool {args.pool!r} (its pools: {', '.join(spec.pools)})")
     model_args = with_remote_code(args.model, parse_model_args(args.model_arg), args.trust_remote_code)
+    limit = None
+    if args.limit is not None:
+        from mbench.data.limit import Limit, parse_limit_pool
+
+        limit = Limit(queries=args.limit, seed=args.limit_seed, pool=parse_limit_pool(args.limit_pool))
     from mbench.engine.distributed import current_world, rank_device
 
     device = rank_device(resolve_device(args.device))
@@ -82,12 +102,14 @@ def run(args: argparse.Namespace) -> int:
         num_workers=args.num_workers,
         depth=args.depth,
         search_backend=args.search_backend,
+        store_dtype=STORE_DTYPE_CHOICES[args.store_dtype],
         overwrite=args.overwrite,
         progress=not args.no_progress,
         shard_size=args.shard_size,
         skip_bad_items=args.skip_bad_items,
         requested_model=args.model,
         world=world,
+        limit=limit,
     )
     model = build_model(args.model, model_args, device=device)
     specs = compatible_tasks(model.meta, specs, requested)
@@ -96,19 +118,27 @@ def run(args: argparse.Namespace) -> int:
         rerank = RerankRequest(args.reranker, args.reranker_arg, args.rerank_top_k, args.rerank_batch_size)
     outcomes = run_tasks(model, model_args, specs, options, rerank=rerank)
     if world.is_main:
-        print(_summary_table(model.meta.name, outcomes))
+        print(_summary_table(model.meta.name, outcomes, args.decimals))
     return 0
 
 
-def _summary_table(model_name: str, outcomes: list) -> str:
-    """Main metric per task (x100, two decimals), as a plain table."""
+def _summary_table(model_name: str, outcomes: list, decimals: int | None = None) -> str:
+    """Main metric per task (x100, rounded by mbench.display's rule), as a plain table."""
     from tabulate import tabulate
 
+    from mbench.display import display_decimals, format_value
+
+    shown = display_decimals(decimals)
     rows = []
     for spec, outcome in outcomes:
         record = outcome.record
         main = record.main_metric
         value = record.metrics.get(main) if main else None
-        rows.append([outcome.task, record.pool, main or "-", "-" if value is None else f"{100 * value:.2f}",
+        rows.append([outcome.task, record.pool, main or "-", "-" if value is None else format_value(value, shown),
                      record.n_queries])
-    return f"model: {model_name}\n" + tabulate(rows, headers=["task", "pool", "main metric", "x100", "queries"])
+    partial = sorted({str(o.record.limit["queries"]) for _, o in outcomes if o.record.limit})
+    flag = (f"PARTIAL: --limit {', '.join(partial)} (a sample of each task's queries and candidates; "
+            "not comparable with full results)\n") if partial else ""
+    # Values stay as formatted (tabulate would reparse "40.00" as 40).
+    return f"model: {model_name}\n{flag}" + tabulate(rows, headers=["task", "pool", "main metric", "x100", "queries"],
+                                                 disable_numparse=True, colalign=("left",) * 3 + ("right",) * 2)

@@ -39,6 +39,10 @@ class FilesSchema(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+HUB_MODULES = ("datasets", "huggingface_hub")
+HUB_EXTRA_HINT = 'pip install "mbench[hub]"'
+
+
 @dataclass(frozen=True)
 class LoadRequest:
     """What a load asks for beyond the task: where its folder is, which pool, and how to find other tasks.
@@ -62,6 +66,14 @@ class LoadRequest:
             return fetch()
         except MbenchError:
             raise
+        except ModuleNotFoundError as err:
+            if err.name not in HUB_MODULES:
+                raise
+            # The hub readers come with the `hub` extra: a setup step to name, not a failure to report.
+            raise MbenchError(
+                f"{self.not_found(spec)}\n(downloading needs the `{err.name}` package, which is not installed: "
+                f"{HUB_EXTRA_HINT} installs datasets and huggingface_hub)"
+            ) from None
         except Exception as err:  # network, auth or missing revision: say what failed and how to work offline
             raise MbenchError(f"{self.not_found(spec)}\n(downloading failed: {type(err).__name__}: {err})") from err
 

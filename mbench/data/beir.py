@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mbench.data.adapter import FileAdapter, FilesSchema, LoadRequest
+from mbench.data.adapter import HUB_EXTRA_HINT, FileAdapter, FilesSchema, LoadRequest
 from mbench.data.common import Problems, check_ids, check_unique, inside_folder, require_column
-from mbench.data.types import ItemTable, TaskData
+from mbench.data.types import ItemTable, QrelsSource, TaskData
 from mbench.errors import MbenchError
 from mbench.formats.jsonl import read_jsonl
 from mbench.formats.qrels import Qrels, qrels_from_columns, read_beir_qrels
@@ -56,7 +56,8 @@ class BeirAdapter(FileAdapter):
         """Where BEIR data comes from."""
         return (f"download the BEIR dataset into ROOT/{spec.data_folder} (corpus.jsonl, queries.jsonl, "
                 f"qrels/{spec.split}.tsv)"
-                + (f", or let mbench fetch {spec.hf_dataset}@{spec.revision} from the hub" if spec.hf_dataset else ""))
+                + (f", or let mbench fetch {spec.hf_dataset}@{spec.revision} from the hub (needs {HUB_EXTRA_HINT})"
+                   if spec.hf_dataset else ""))
 
 
 def corpus_path(spec: TaskSpec, folder: Path) -> Path:
@@ -178,8 +179,10 @@ def build_task(
     excluded = None
     if spec.ignore_identical_ids:
         excluded = doc_index.get_indexer(query_table.ids).astype(np.int64)
+    qrels_file = Path(qrels_src).absolute() if Path(qrels_src).is_file() else qrels_src  # else a hub id
     return TaskData(
         name=spec.name, queries=query_table, pool=pool, relevance=relevance, excluded=excluded, source=provenance,
+        qrels=QrelsSource(files=(str(qrels_file),), format="beir"),
     )
 
 

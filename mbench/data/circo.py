@@ -14,7 +14,7 @@ import numpy as np
 
 from mbench.data.adapter import FileAdapter, FilesSchema, LoadRequest
 from mbench.data.common import Problems, inside_folder
-from mbench.data.types import ItemTable, TaskData
+from mbench.data.types import ItemTable, QrelsSource, TaskData
 from mbench.errors import MbenchError
 from mbench.formats.circo import read_circo_annotations
 from mbench.formats.columns import read_json
@@ -162,7 +162,7 @@ def load_circo(spec: TaskSpec, folder: Path) -> TaskData:
     assert references is not None
     if relevance is not None:
         # Queries without judgments are dropped, as for every task.
-        keep = np.flatnonzero(relevance.num_relevant() > 0)
+        keep = np.flatnonzero(np.diff(relevance.indptr) > 0)
         if keep.size < len(queries):
             relevance, targets = relevance.subset(keep), targets[keep]
             queries = [queries[i] for i in keep.tolist()]
@@ -174,4 +174,5 @@ def load_circo(spec: TaskSpec, folder: Path) -> TaskData:
     pool = ItemTable(ids=[str(i) for i in ids], texts=[None] * len(ids), images=files, modalities=["image"] * len(ids))
     return TaskData(
         name=spec.name, queries=query_table, pool=pool, relevance=relevance, targets=targets, source=str(folder),
+        qrels=QrelsSource(files=(str(path.absolute()),), format="circo") if relevance is not None else None,
     )

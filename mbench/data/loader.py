@@ -26,6 +26,20 @@ def data_root(data_dir: Path | str | None) -> Path | None:
     return Path(env).expanduser() if env else None
 
 
+def data_dir_from_source(source: str | None, data_folder: str) -> Path | None:
+    """The data root whose ``data_folder`` is the recorded source directory, or None (hub ids, generated data)."""
+    if not source:
+        return None
+    path = Path(source)
+    folder = Path(data_folder)
+    if not path.is_dir() or path.parts[-len(folder.parts):] != folder.parts:
+        return None
+    root = path
+    for _ in folder.parts:
+        root = root.parent
+    return root
+
+
 def local_folder(spec: TaskSpec, *, data_dir: Path | str | None, cache_dir: Path | str | None = None) -> Path | None:
     """The task's folder on disk (generating the mini benchmark if needed), or None when it is not there."""
     if spec.generator == "mini":

@@ -28,7 +28,7 @@ from mbench.data.common import (
     inside_folder,
     require_column,
 )
-from mbench.data.types import MODALITIES, ItemTable, TaskData
+from mbench.data.types import MODALITIES, ItemTable, QrelsSource, TaskData
 from mbench.errors import MbenchError
 from mbench.formats.jsonl import line_numbers, read_jsonl
 from mbench.formats.qrels import Qrels, read_mbeir_qrels
@@ -244,7 +244,7 @@ def load_mbeir(
     else:
         candidates = read_global_pool(global_members, problems)
     qrels = read_mbeir_qrels(qrels_path)
-    relevance, kept = _relevance(spec, qrels, qrels_path, queries["qid"], candidates, pool, problems)
+    relevance, kept, outside_pool = _relevance(spec, qrels, qrels_path, queries["qid"], candidates, pool, problems)
     problems.raise_if_any(f"task {spec.name} ({folder})")
     if check_images:
         _check_image_roots(folder, [p for p in queries["query_img_path"].tolist() if p], candidates)
@@ -259,6 +259,8 @@ def load_mbeir(
     return TaskData(
         name=spec.name, queries=query_table, pool=candidates, relevance=relevance,
         source=str(folder), pool_name=pool,
+        qrels=QrelsSource(files=(str(qrels_path.absolute()),), format="mbeir", outside_pool=outside_pool,
+                          outside_pool_prefix=CROSS_DATASET_PREFIX.get(spec.dataset_id or -1) if outside_pool else None),
     )
 
 
@@ -270,8 +272,9 @@ def _relevance(
     pool: ItemTable,
     pool_name: str,
     problems: Problems,
-) -> tuple[Relevance, np.ndarray]:
-    """Map qrels onto query rows and pool indices; queries without judgments are dropped."""
+) -> tuple[Relevance, np.ndarray, int]:
+    """Map qrels onto query rows and pool indices, and count the judgments outside the pool by
+    M-BEIR's cross-dataset rule; queries without judgments are dropped."""
     import pandas as pd
 
     query_index = pd.Index(qids)
@@ -286,14 +289,9 @@ def _relevance(
     unknown = cand < 0
     prefix = CROSS_DATASET_PREFIX.get(spec.dataset_id or -1)
     if pool_name == "local" and prefix is not None:
+        # M-BEIR's rule, not a fault of the data: UniIR scores the local pool without these
+        # judgments, so they are counted (QrelsSource.outside_pool), not warned about.
         cross = unknown & pd.Series(qrels.docids, dtype=object).str.startswith(prefix).to_numpy(dtype=bool)
-        if cross.any():
-            warnings.warn(
-                f"{path}: dropped {int(cross.sum())} judgment(s) naming dids of the other dataset "
-                f"(prefix {prefix!r}), absent from the local pool of {spec.name}; the global pool keeps them",
-                DataWarning,
-                stacklevel=3,
-            )
         unknown &= ~cross
         drop_cross = cross
     else:
@@ -306,7 +304,7 @@ def _relevance(
         problems.add("unknown did",
                      f"{path}:{lines[judgment]}: did {qrels.docids[judgment]!r} is not in the {pool_name} pool of {spec.name}")
     if problems:
-        return Relevance.from_lists([]), np.zeros(0, dtype=np.int64)
+        return Relevance.from_lists([]), np.zeros(0, dtype=np.int64), 0
     keep = (row >= 0) & (cand >= 0) & ~drop_cross
     judged = np.unique(row[keep])
     new_row = np.full(len(query_index), -1, dtype=np.int64)
@@ -314,7 +312,7 @@ def _relevance(
     relevance = Relevance.from_pairs(new_row[row[keep]], cand[keep], qrels.grades[keep], judged.size)
     # Rows of the query file in the order of the surviving queries.
     query_rows = pd.Index(qids).get_indexer(query_index[judged])
-    return relevance, query_rows
+    return relevance, query_rows, int(drop_cross.sum())
 
 
 def count_judgments(spec: TaskSpec, folder: Path) -> int:

@@ -72,6 +72,9 @@ def validate_task(
     problems.extend(image_problems)
     n_qrels = adapter.count(spec, data, folder)
     judged = "no qrels" if n_qrels is None else f"{n_qrels} judgments"
+    outside = data.qrels.outside_pool if data.qrels is not None else 0
+    if outside:
+        judged += f" ({outside} on the other dataset's candidates: global pool only)"
     summary = (f"{n_queries} queries, {len(data.pool)} candidates, {judged}, "
                f"{checked} images opened{' (all)' if full else ''}")
     return TaskReport(problems, notes, summary)

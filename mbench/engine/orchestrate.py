@@ -84,6 +84,7 @@ def rerank_outcomes(
     outcomes: Sequence[tuple[TaskSpec, TaskOutcome]], request: RerankRequest, options: RunOptions
 ) -> list[tuple[TaskSpec, TaskOutcome]]:
     """Rerank every first-stage result; each rerank outcome is listed after its first stage's."""
+    from mbench.data.limit import limited_like
     from mbench.data.loader import load_task
     from mbench.engine.rerank import rerank_result
     from mbench.models.registry import build_reranker
@@ -96,7 +97,8 @@ def rerank_outcomes(
     out = []
     for spec, outcome in outcomes:
         out.append((spec, outcome))
-        data = outcome.data or load_task(spec, data_dir=options.data_dir, pool=options.pool, cache_dir=options.cache_dir)
+        data = outcome.data or limited_like(
+            load_task(spec, data_dir=options.data_dir, pool=options.pool, cache_dir=options.cache_dir), outcome.record)
         directory = rerank_result(
             outcome.directory, reranker, top_k=request.top_k, data=data, spec=spec, cache_dir=options.cache_dir,
             batch_size=request.batch_size, progress=options.progress, overwrite=options.overwrite,

@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mbench.data.types import TaskData
+from mbench.data.limit import Limit
+from mbench.data.types import ItemTable, TaskData
 from mbench.engine.cache.encoder import POOL_MEMO, Encoder, pool_segments
 from mbench.engine.distributed import World, slice_bounds
-from mbench.engine.encode import EncodeOptions
+from mbench.engine.encode import EncodeOptions, encode_precision
 from mbench.engine.instructions import resolve_instructions
 from mbench.engine.ranking import drop_excluded, merge_top_k, ranking_depth, tie_ranks
 from mbench.errors import MbenchError
@@ -26,6 +27,10 @@ from mbench.tasks.spec import TaskSpec
 
 if TYPE_CHECKING:
     from mbench.results import ResultRecord
+
+# `--store-dtype` spellings -> the store's policy names, and back.
+STORE_DTYPE_CHOICES = {"native": "native", "fp16": "float16"}
+STORE_DTYPE_OPTIONS = {policy: option for option, policy in STORE_DTYPE_CHOICES.items()}
 
 
 @dataclass
@@ -44,12 +49,14 @@ class RunOptions:
     num_workers: int = 0
     depth: int | None = None
     search_backend: str = "torch"
+    store_dtype: str = "native"
     overwrite: bool = False
     progress: bool = True
     shard_size: int = 8192
     skip_bad_items: bool = False
     requested_model: str | None = None
     world: World = field(default_factory=World)
+    limit: Limit | None = None  # --limit: a smoke run on a sample of each task
 
 
 @dataclass
@@ -126,15 +133,16 @@ def retrieve(
         raise MbenchError(f"model {meta.name!r} is a {kind}; `mbench run --model` takes a retriever")
 
     from mbench.engine.cache.store import concat_entries
-    from mbench.engine.search import search
+    from mbench.engine.rescore import RESCORE_MARGIN, exact_top_k, max_row_norm
+    from mbench.engine.search import search, search_compute_dtype
+    from mbench.models.base import UNIT_NORM_TOLERANCE
 
-    dtype_name = "bfloat16" if options.device.startswith("cuda") else "float32"
     encoder = Encoder(
         model,
         store,
         EncodeOptions(batch_size=options.batch_size, num_workers=options.num_workers, device=options.device,
                       shard_size=options.shard_size, progress=options.progress),
-        dtype_name,
+        options.store_dtype,
         options.world,
     )
     root = _data_root_of(data)
@@ -158,33 +166,62 @@ def retrieve(
                 ),
             )
         )
+    # Widening the queries to fp32 is exact; the pool is searched in the dtype it is stored in.
     queries = np.asarray(query_entry.load()[:], dtype=np.float32)
     pool = concat_entries(cand_entries)
+    details["embeddings"] = {
+        "encode_precision": encode_precision(options.device),
+        "store_dtype": options.store_dtype,
+        "query_dtype": query_entry.dtype,
+        "candidate_dtype": "+".join(sorted({str(entry.dtype) for entry in cand_entries})),
+        "search_compute_dtype": search_compute_dtype(pool, backend=options.search_backend, device=options.device),
+        # Final scores: float64 sums of the stored values, rounded once (mbench.engine.rescore).
+        "score_dtype": "float32 (exact: float64 sums, rounded once)",
+    }
     tie = POOL_MEMO.get(data.pool, "tie_ranks", lambda: tie_ranks(data.pool.ids))
     k = min(fetch, len(data.pool))
+    # The search keeps a margin of extra candidates; rescoring them exactly decides the final top-k.
+    width = min(k + RESCORE_MARGIN, len(data.pool))
     world = options.world
-    if world.size == 1:
-        scores, indices = _timed(
-            timings, "search",
-            lambda: search(queries, pool, k, backend=options.search_backend, tie_rank=tie, device=options.device),
-        )
-    else:
-        # Each rank searches its slice of the pool; rank 0 merges the exact per-slice top-k.
+
+    def search_rows(rows: np.ndarray, depth_wanted: int) -> tuple[np.ndarray, np.ndarray]:
+        return search(queries[rows], pool, depth_wanted, backend=options.search_backend, tie_rank=tie,
+                      device=options.device)
+
+    def first_pass() -> tuple[np.ndarray, np.ndarray] | None:
+        if world.size == 1:
+            return search_rows(np.arange(len(qids)), width)
+        # Each rank searches its slice of the pool; rank 0 merges the per-slice top lists.
         start, stop = slice_bounds(len(data.pool), world)
         # The slice's own permutation with the same relative order of ids.
         local_tie = np.argsort(np.argsort(tie[start:stop], kind="stable"), kind="stable")
-        part_scores, part_indices = _timed(
-            timings, "search",
-            lambda: search(queries, pool[start:stop], min(k, stop - start), backend=options.search_backend,
-                           tie_rank=local_tie, device=options.device) if stop > start
-            else (np.zeros((len(qids), 0), np.float32), np.zeros((len(qids), 0), np.int64)),
+        part_scores, part_indices = (
+            search(queries, pool[start:stop], min(width, stop - start), backend=options.search_backend,
+                   tie_rank=local_tie, device=options.device) if stop > start
+            else (np.zeros((len(qids), 0), np.float32), np.zeros((len(qids), 0), np.int64))
         )
         parts = world.gather((part_scores, np.where(part_indices >= 0, part_indices + start, -1)))
-        if not world.is_main:
-            return np.zeros((len(qids), 0), np.float32), np.zeros((len(qids), 0), np.int64), details
-        scores, indices = merge_top_k(parts, tie, k)
+        return merge_top_k(parts, tie, width) if world.is_main else None
+
+    first = _timed(timings, "search", first_pass)
+    if first is None:  # a rank other than 0: rank 0 finishes the ranking and writes
+        return np.zeros((len(qids), 0), np.float32), np.zeros((len(qids), 0), np.int64), details
+    norm = 1.0 + UNIT_NORM_TOLERANCE if meta.similarity == "cosine" else POOL_MEMO.get(
+        data.pool, ("max_norm", encoder.fingerprint, encoder.precision), lambda: max_row_norm(pool))
+    scores, indices = _timed(
+        timings, "rescore",
+        lambda: exact_top_k(queries, pool, k, first=first, search_fn=search_rows, tie_rank=tie, max_pool_norm=norm,
+                            device=options.device),
+    )
     scores, indices = drop_excluded(scores, indices, data.excluded, depth)
     return scores, indices, details
+
+
+def pool_modality_counts(pool: ItemTable) -> dict[str, int]:
+    """How many candidates of the pool have each modality."""
+    from collections import Counter
+
+    return dict(sorted(Counter(pool.modalities).items()))
 
 
 def score_and_write(
@@ -236,6 +273,21 @@ def instruction_variant(meta: Any, spec: TaskSpec, options: RunOptions) -> str |
     return options.instruction_policy
 
 
+def result_variant(model: Any, spec: TaskSpec, options: RunOptions) -> str | None:
+    """The result-path suffix of every run option that changes numbers without changing the model:
+    a non-default instruction policy, an explicit fp16 store of a dense model (``store-fp16``) and a
+    ``--limit`` sample (``limit-N``), so such results sit beside the default ones instead of being mistaken for them."""
+    from mbench.models.base import model_kind
+
+    parts = [instruction_variant(model.meta, spec, options)]
+    if options.store_dtype != "native" and model_kind(model) == "retriever":
+        parts.append(f"store-{STORE_DTYPE_OPTIONS[options.store_dtype]}")
+    if options.limit:
+        parts.append(options.limit.variant)
+    kept = [part for part in parts if part]
+    return ".".join(kept) if kept else None
+
+
 def run_task(model: Any, model_args: dict[str, Any], spec: TaskSpec, options: RunOptions, *, store: Any) -> TaskOutcome:
     """Evaluate one task (skipped when its result exists, unless ``options.overwrite``)."""
     from mbench import results
@@ -245,7 +297,7 @@ def run_task(model: Any, model_args: dict[str, Any], spec: TaskSpec, options: Ru
     meta = model.meta
     fingerprint = model_fingerprint(meta)
     directory = results.result_dir(options.results_dir, meta.name, fingerprint, spec.name, options.pool,
-                                   instruction_variant(meta, spec, options))
+                                   result_variant(model, spec, options))
     if results.result_exists(directory) and not options.overwrite:
         existing = _intact_result(directory)
         # A result that left items out is not what a run without --skip-bad-items asks for.
@@ -260,6 +312,11 @@ def run_task(model: Any, model_args: dict[str, Any], spec: TaskSpec, options: Ru
         from mbench.engine.bad_items import drop_unreadable_items
 
         data, skipped = _timed(timings, "check_images", lambda: drop_unreadable_items(data))
+    limit_record = None
+    if options.limit is not None:
+        from mbench.data.limit import limit_task
+
+        data, limit_record = limit_task(data, options.limit)
     scores, indices, details = retrieve(model, spec, data, options, store=store, timings=timings)
     if not options.world.is_main:  # only rank 0 writes results
         return TaskOutcome(spec.name, directory, computed=True, data=data)
@@ -273,11 +330,17 @@ def run_task(model: Any, model_args: dict[str, Any], spec: TaskSpec, options: Ru
         model_args={k: str(v) for k, v in model_args.items()},
         depth=details["depth"],
         dataset={"source": data.source},
+        qrels=results.qrels_entry(data.qrels),
+        # Modality accuracy means something only where the pool holds more than one modality.
+        pool_modalities=POOL_MEMO.get(data.pool, "modalities", lambda: pool_modality_counts(data.pool)),
+        partial=limit_record is not None,  # a --limit smoke run: never to be read as a full result
+        limit=limit_record,
         instruction_policy=options.instruction_policy,
         seed=options.seed,
         instructions=details["instructions"],
         prompt=details["prompt"],
         search_backend=options.search_backend,
+        embeddings=details.get("embeddings"),
         device=options.device,
         world_size=options.world.size,
         versions=results.library_versions(),

@@ -29,7 +29,6 @@ resumes where it stopped. Excluded candidates are dropped by ``engine.ranking.dr
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import sys
 import time
 from collections.abc import Sequence
@@ -44,6 +43,7 @@ from mbench.data.types import ItemTable, TaskData
 from mbench.engine.cache.keys import item_digest, pair_key
 from mbench.engine.cache.scores import ScoreCache
 from mbench.engine.ranking import drop_excluded, rank_scores
+from mbench.progress import progress as progress_reporter
 from mbench.errors import MbenchError
 from mbench.tasks.spec import TaskSpec
 
@@ -118,7 +118,7 @@ def rerank_ranking(
     if missing.size:
         check_items(reranker.meta, queries.items(sorted({int(rows[i]) for i in missing[:64]})), "query")
         check_items(reranker.meta, pool.items(sorted({int(top[rows[i], cols[i]]) for i in missing[:64]})), "candidate")
-    bar = _progress(int(missing.size), "rerank pairs", progress)
+    bar = progress_reporter(int(missing.size), "rerank", "pairs", enabled=progress)
     try:
         for start in range(0, missing.size, batch_size):
             chosen = missing[start: start + batch_size]
@@ -210,11 +210,6 @@ def run_to_ranking(run: Any, queries: ItemTable, pool: ItemTable, *, where: str)
 # -- metrics and the result directory ---------------------------------------------------------
 
 
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def rerank_result(
     first_stage_dir: Path | str,
     reranker: Any,
@@ -251,10 +246,10 @@ def rerank_result(
         )
     name = reranker_name or reranker.meta.name
     out_dir = results.rerank_dir(first_dir, name, top_k)
-    first_sha = file_sha256(first_dir / results.RESULT_FILE)
+    first_sha = results.file_sha256(first_dir / results.RESULT_FILE)
     # What the rerank depends on is the ranking, not the record: a first stage computed again
     # (after damage, or by a concurrent run) with the same run file keeps its rerank valid.
-    run_sha = file_sha256(first_dir / results.RUN_FILE)
+    run_sha = results.file_sha256(first_dir / results.RUN_FILE)
     prompts = rerank_prompts(spec, reranker, len(data.queries))
     fingerprint = model_fingerprint(reranker.meta)
     stored = _intact(out_dir) if results.result_exists(out_dir) and not overwrite else None
@@ -361,8 +356,3 @@ def _rerank_scores_table(data: TaskData, output: RerankOutput) -> Any:
     })
 
 
-def _progress(total: int, desc: str, enabled: bool) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="pair", disable=not enabled or total == 0, file=sys.stderr,
-                dynamic_ncols=True)

@@ -18,7 +18,7 @@ import numpy as np
 from mbench.errors import MbenchError
 from mbench.formats.qrels import Qrels
 from mbench.formats.runs import Run
-from mbench.metrics import METRICS, Metric, Relevance, evaluate, parse_metric
+from mbench.metrics import METRICS, Metric, Relevance, evaluate, order_free_mean, parse_metric
 
 if TYPE_CHECKING:
     from mbench.data.types import TaskData
@@ -51,7 +51,8 @@ class RunScores:
 
     def mean(self) -> dict[str, float]:
         """The mean of every metric over the scored queries."""
-        return {name: float(values.mean()) if values.size else 0.0 for name, values in self.per_query.items()}
+        # The same mean as a run's result.json, whatever order the run file lists the queries in.
+        return {name: order_free_mean(values) for name, values in self.per_query.items()}
 
 
 def score_run(
@@ -60,12 +61,14 @@ def score_run(
     metrics: Sequence[str | Metric],
     *,
     complete: bool = False,
+    relevance_level: int = 1,
     sources: tuple[str, str] = ("the run", "the qrels"),
 ) -> RunScores:
     """Score ``run`` against ``qrels``.
 
     By default the queries present in both are scored (trec_eval); with ``complete`` every
     qrels query is, those missing from the run with an empty ranking (``trec_eval -c``).
+    ``relevance_level``: the least grade the binary metrics count as relevant (``trec_eval -l``).
     ``sources`` name the run and the qrels in messages (their file paths).
     """
     import pandas as pd
@@ -112,7 +115,7 @@ def score_run(
         target_of = dict(zip(qrels.targets, target_cand.tolist()))
         targets = np.array([target_of.get(qid, -1) for qid in qids], dtype=np.int64)
 
-    results = evaluate(ranking, relevance, parsed, targets=targets)
+    results = evaluate(ranking, relevance, parsed, targets=targets, relevance_level=relevance_level)
     return RunScores(
         qids=qids,
         per_query=results.per_query,

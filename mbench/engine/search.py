@@ -69,6 +69,17 @@ def _torch_dtype(name: Any) -> torch.dtype:
     return aliases[key]
 
 
+def _compute_dtype(pool: Any, dev: torch.device, compute_dtype: Any) -> torch.dtype:
+    """fp32 on CPU (never a down-cast there); on CUDA the asked dtype, else the pool's."""
+    import torch
+
+    if dev.type == "cpu":
+        if compute_dtype is not None and _torch_dtype(compute_dtype) != torch.float32:
+            raise ValueError("search on CPU computes in fp32; fp16/bf16 compute needs a CUDA device")
+        return torch.float32
+    return _torch_dtype(compute_dtype) if compute_dtype is not None else _source_dtype(pool)
+
+
 def _source_dtype(array: Any) -> torch.dtype:
     import torch
 
@@ -274,12 +285,7 @@ def exact_search(
     nq = int(queries.shape[0])
     if nq and int(queries.shape[1]) != d:
         raise MbenchError(f"query embeddings have dimension {queries.shape[1]}, the pool has {d}")
-    if dev.type == "cpu":
-        dtype = torch.float32
-        if compute_dtype is not None and _torch_dtype(compute_dtype) != torch.float32:
-            raise ValueError("search on CPU computes in fp32; fp16/bf16 compute needs a CUDA device")
-    else:
-        dtype = _torch_dtype(compute_dtype) if compute_dtype is not None else _source_dtype(pool)
+    dtype = _compute_dtype(pool, dev, compute_dtype)
     qb = max(1, int(query_batch or (_CPU_QUERY_BATCH if dev.type == "cpu" else _CUDA_QUERY_BATCH)))
     tile = max(1, int(pool_tile or (_CPU_POOL_TILE if dev.type == "cpu" else _CUDA_POOL_TILE)))
 
@@ -436,6 +442,14 @@ def faiss_search(
             fix_s, fix_i = exact_search(qnp[redo], pool, k, tie_rank=ranks.numpy(), margin=margin)
             out_s[redo], out_i[redo] = torch.from_numpy(fix_s), torch.from_numpy(fix_i)
     return _finish(out_s, out_i, k)
+
+
+def search_compute_dtype(pool: Any, *, backend: str = "torch", device: str | Any = "cpu", compute_dtype: Any = None) -> str:
+    """The dtype ``search`` multiplies in (``float32``, ``float16`` or ``bfloat16``; sums are fp32), for result.json."""
+    import torch
+
+    dtype = _compute_dtype(pool, torch.device(device), compute_dtype) if backend == "torch" else torch.float32
+    return str(dtype).removeprefix("torch.")
 
 
 def search(queries: Any, pool: Any, k: int, *, backend: str = "torch", **options: Any) -> tuple[np.ndarray, np.ndarray]:

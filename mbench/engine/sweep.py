@@ -13,7 +13,7 @@ A sweep file (validated strictly: an unknown key is an error naming the file and
     instruction_policies: [first, seeded, none]   # default [first]
     seeds: [0, 1, 2]                      # only the `seeded` policy is expanded over seeds
     # shared `mbench run` options (all optional): data_dir, results_dir, cache_dir, tasks_dirs, device,
-    # batch_size, num_workers, depth, search_backend, shard_size, reranker, reranker_args,
+    # batch_size, num_workers, depth, search_backend, store_dtype, shard_size, reranker, reranker_args,
     # rerank_top_k, rerank_batch_size, progress
 
 Grid order (deterministic, file order within each axis): models x checkpoints x tasks x pools x
@@ -124,6 +124,7 @@ class SweepSpec(_Strict):
     num_workers: int | None = Field(default=None, ge=0)
     depth: int | None = Field(default=None, ge=1)
     search_backend: Literal["torch", "faiss"] | None = None
+    store_dtype: Literal["native", "fp16"] | None = None
     shard_size: int | None = Field(default=None, ge=1)
     reranker: str | None = None
     reranker_args: dict[str, ScalarArg] = Field(default_factory=dict)
@@ -218,7 +219,8 @@ class GridPoint:
         options: list[tuple[str, Any]] = [
             ("--data-dir", sweep.data_dir), ("--results-dir", sweep.results_dir), ("--cache-dir", sweep.cache_dir),
             ("--device", sweep.device), ("--batch-size", sweep.batch_size), ("--num-workers", sweep.num_workers),
-            ("--depth", sweep.depth), ("--search-backend", sweep.search_backend), ("--shard-size", sweep.shard_size),
+            ("--depth", sweep.depth), ("--search-backend", sweep.search_backend), ("--store-dtype", sweep.store_dtype),
+            ("--shard-size", sweep.shard_size),
             ("--reranker", sweep.reranker), ("--rerank-top-k", sweep.rerank_top_k),
             ("--rerank-batch-size", sweep.rerank_batch_size),
         ]

@@ -5,6 +5,7 @@ failing plugin, so one run reports every problem at once. Checks:
 
 - ``outputs``: a float tensor [n, meta.dim] (dense) / [n] (reranker) / float32 scores and
   int64 in-range indices sorted by score (lexical), with no NaN or inf (the ids are named);
+- ``unit length``: a cosine model's rows are L2-normalised (mbench never renormalises them);
 - ``batch-determinism``: the same outputs whether items arrive in batches of 1, 7 or 64;
 - ``modalities``: every declared modality encodes without error and every undeclared one
   present in the sample is refused with an exception.
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mbench.data.types import MODALITIES, Item, ItemTable
-from mbench.models.base import Role, model_kind
+from mbench.models.base import UNIT_NORM_TOLERANCE, Role, model_kind
 
 DEFAULT_BATCH_SIZES = (1, 7, 64)
 # Largest deviation between batchings, relative to the largest output magnitude: padding to a
@@ -138,6 +139,8 @@ def check_retriever(
             raw_dtype = parts[0].dtype
         outputs[size] = torch.cat([p.detach().float().cpu() for p in parts])
     results.append(_check_dense_output(outputs[batch_sizes[0]], raw_dtype, accepted, model.meta.dim, role))
+    if model.meta.similarity == "cosine":
+        results.append(_check_unit_length(outputs[batch_sizes[0]], accepted, role))
     results.append(_check_same(outputs, accepted, tolerance, f"{role} batch-determinism"))
     return results
 
@@ -159,6 +162,16 @@ def _non_finite_ids(values: Any, items: Sequence[Item]) -> list[str]:
 
     rows = ~torch.isfinite(values.reshape(len(items), -1)).all(dim=1)
     return [items[int(i)].id for i in torch.nonzero(rows).flatten()]
+
+
+def _check_unit_length(full: Any, items: Sequence[Item], role: Role) -> CheckResult:
+    name = f"{role} unit length"
+    norms = full.double().norm(dim=1)
+    bad = [item.id for item, norm in zip(items, norms.tolist()) if abs(norm - 1.0) > UNIT_NORM_TOLERANCE]
+    if bad:
+        return CheckResult(name, False, f"similarity is cosine but {len(bad)} row(s) are not unit length "
+                                        f"(e.g. {', '.join(bad[:5])}): L2-normalise in encode() or declare 'dot'")
+    return CheckResult(name, True, f"every row within {UNIT_NORM_TOLERANCE} of norm 1")
 
 
 def _check_same(outputs: dict[int, Any], items: Sequence[Item], tolerance: float, name: str) -> CheckResult:

@@ -38,7 +38,10 @@ class NumberFormat(_Strict):
     """How fractions are shown: multiplied by `scale`, with `decimals` digits after the point."""
 
     scale: float = Field(default=100.0, gt=0, description="fractions are multiplied by this (100: percent)")
-    decimals: int = Field(default=1, ge=0, le=6)
+    decimals: int | None = Field(
+        default=None, ge=0, le=6,
+        description="digits after the point (a paper's precision); default: mbench's display rule (2, or $MBENCH_DECIMALS)",
+    )
 
 
 class ResultFilter(_Strict):
@@ -81,6 +84,16 @@ class Average(_Strict):
     id: str = Field(pattern=_ID_PATTERN)
     rows: list[str] = Field(min_length=1, description="ids of the rows averaged")
     display: str | None = None
+    metric: str | None = Field(
+        default=None, description="average this metric of the rows' tasks instead of each row's own metric"
+    )
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, metric: str | None) -> str | None:
+        if metric is not None:
+            parse_metric(metric)
+        return metric
 
     @property
     def label(self) -> str:

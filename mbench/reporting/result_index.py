@@ -92,12 +92,16 @@ def filter_results(
     fingerprint: str | None = None,
     reranker: str | None = None,
     top_k: int | None = None,
+    limit: int | None = None,
 ) -> list[FoundResult]:
-    """The results that match every given selector (None selects anything)."""
+    """The results that match every given selector (None selects anything, except ``limit``: None
+    selects full results only, N the partial results of `mbench run --limit N`: the two never mix)."""
     matched = []
     for found in results:
         record = found.record
         if record.task != task or (pool is not None and record.pool != pool) or record.kind != kind:
+            continue
+        if record.limit_queries != limit:
             continue
         # A run is found by the plugin's own name, its folder, or the name the user ran it with
         # (an alias such as `minilm`).

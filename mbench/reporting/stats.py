@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mbench.errors import MbenchError
+from mbench.metrics import order_free_mean
 from mbench.reporting.result_index import FoundResult, newest
 
 DEFAULT_RESAMPLES = 10_000
@@ -164,8 +165,8 @@ def compare_pair(
         pool=a.pool,
         metric=metric,
         n_queries=int(qids.size),
-        mean_a=float(values_a.mean()),
-        mean_b=float(values_b.mean()),
+        mean_a=order_free_mean(values_a),  # the bits of result.json's mean (and so of `mbench table`)
+        mean_b=order_free_mean(values_b),
         ci_low=low,
         ci_high=high,
         p_value=p_value,

@@ -1,10 +1,10 @@
 """The embedding cache: everything that decides whether an encoding is computed or reused.
 
-``keys`` makes the content-addressed keys (model fingerprint, role, dtype, every item's content,
-instruction and prompt; the reranker's pair keys likewise), ``store`` keeps the sharded,
-checksummed matrices on disk, ``encoder`` encodes an item table through the store (the memo of
-keys derived from a shared pool, each rank's share of the missing shards, unit rows for cosine
-models), and ``scores`` caches reranker pair scores. All of it lives under one cache root,
+``keys`` makes the content-addressed keys (model fingerprint, role, precision, every item's
+content, instruction and prompt; the reranker's pair keys likewise), ``store`` keeps the sharded,
+checksummed matrices on disk exactly as the encoder emitted them, ``encoder`` encodes an item
+table through the store (the memo of keys derived from a shared pool, each rank's share of the
+missing shards, the unit-row check of cosine models), and ``scores`` caches reranker pair scores. All of it lives under one cache root,
 ``cache_root()``: ``--cache-dir``, else ``$MBENCH_CACHE``, else ``~/.cache/mbench``.
 
 Nothing heavy is imported here: `mbench cache` and the data loader (which generates the mini

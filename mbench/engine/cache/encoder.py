@@ -3,12 +3,16 @@ computed, and under torchrun each rank computes its own share of the missing sha
 
 The key of an entry comes from ``keys``; candidates' keys and other values derived from a shared
 pool (the M-BEIR global pool is one object across 16 tasks) are remembered in ``POOL_MEMO`` while
-that object lives. A cosine model's rows are stored unit-length, so search is a plain inner product.
+that object lives. What a model returns is stored as it is, bit for bit (``store_dtype="native"``),
+or, only when asked, as float16; the key holds the encode precision and the store dtype, so an
+entry of another precision (such as the fp16 copies of earlier mbench versions) is never reused.
+A cosine model must return unit rows (search is then a plain inner product on the stored values);
+renormalising them here would rewrite the model's numbers, so a row that is not unit length is an
+error naming its item.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,8 +22,10 @@ import numpy as np
 from mbench.data.types import ItemTable
 from mbench.engine.cache.keys import embedding_key, item_content_hash
 from mbench.engine.distributed import World
-from mbench.engine.encode import EncodeOptions, encode_rows
+from mbench.engine.encode import EncodeOptions, encode_precision, encode_rows
 from mbench.errors import MbenchError
+from mbench.models.base import UNIT_NORM_TOLERANCE
+from mbench.progress import progress
 
 
 def pool_segments(pool: ItemTable) -> list[tuple[str, np.ndarray]]:
@@ -64,14 +70,17 @@ POOL_MEMO = TableMemo()
 class Encoder:
     """Encodes item tables through the embedding store: stored shards are reused, missing ones computed."""
 
-    def __init__(self, model: Any, store: Any, options: EncodeOptions, dtype_name: str, world: World = World()) -> None:
+    def __init__(
+        self, model: Any, store: Any, options: EncodeOptions, store_dtype: str = "native", world: World = World()
+    ) -> None:
         from mbench.models.base import model_fingerprint
 
         self.world = world
         self.model = model
         self.store = store
         self.options = options
-        self.dtype_name = dtype_name
+        self.store_dtype = store_dtype
+        self.precision = f"encode={encode_precision(options.device)};store={store_dtype}"
         self.fingerprint = model_fingerprint(model.meta)
 
     def encode(
@@ -92,10 +101,10 @@ class Encoder:
             hashes = [
                 item_content_hash(table.item(int(r)), instructions[int(r)], prompts[int(r)], data_root) for r in rows
             ]
-            return embedding_key(self.fingerprint, role, self.dtype_name, hashes)
+            return embedding_key(self.fingerprint, role, self.precision, hashes)
 
         if role == "candidate":  # candidates carry no instruction or prompt: the key depends on content only
-            key = POOL_MEMO.get(table, ("key", self.fingerprint, self.dtype_name, label, len(rows)), key_of)
+            key = POOL_MEMO.get(table, ("key", self.fingerprint, self.precision, label, len(rows)), key_of)
         else:
             key = key_of()
         meta = {
@@ -103,19 +112,21 @@ class Encoder:
             "fingerprint": self.fingerprint,
             "role": role,
             "label": label,
-            "dtype": self.dtype_name,
+            "precision": self.precision,
         }
         # An existing entry keeps the shard layout it was created with (a later --shard-size only
         # applies to new entries), so changing it never throws away stored embeddings.
         # The entry is marked in use for this process, so `mbench cache gc` leaves it alone.
-        entry = self.store.reuse_or_create(key, len(rows), shard_size=self.options.shard_size, meta=meta)
+        entry = self.store.reuse_or_create(key, len(rows), shard_size=self.options.shard_size, meta=meta,
+                                           store_dtype=self.store_dtype)
         # Under torchrun each rank computes the missing shards of its residue class; every rank
         # then waits for the others and checks that the entry is complete.
         missing = entry.missing_shards_for_rank(self.world.rank, self.world.size)
         if missing:
             check_items(self.model.meta, table.items(rows[: min(len(rows), 64)]), role)  # fail fast on modality
             total = sum(len(entry.shard_range(s)) for s in missing)
-            bar = _progress(total, f"encode {'queries' if role == 'query' else 'candidates'} {label}", self.options.progress)
+            bar = progress(total, f"encode {'queries' if role == 'query' else 'candidates'} {label}", "items",
+                           enabled=self.options.progress)
             try:
                 for shard in missing:
                     shard_rows = rows[np.asarray(entry.shard_range(shard), dtype=np.int64)]
@@ -130,8 +141,7 @@ class Encoder:
                         on_batch=bar.update,
                     )
                     if self.model.meta.similarity == "cosine":
-                        # Unit rows on disk make search a plain inner product for every consumer.
-                        vectors = _unit_rows(vectors)
+                        _check_unit_rows(vectors, table, shard_rows, self.model.meta.name, role)
                     entry.write_shard(shard, vectors)
             finally:
                 bar.close()
@@ -143,12 +153,17 @@ class Encoder:
         return entry
 
 
-def _progress(total: int, desc: str, enabled: bool) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="item", disable=not enabled, file=sys.stderr, dynamic_ncols=True)
 
 
-def _unit_rows(matrix: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    return matrix / np.where(norms > 0, norms, 1.0)
+def _check_unit_rows(vectors: Any, table: ItemTable, rows: np.ndarray, model_name: str, role: str) -> None:
+    """A cosine model's rows must be unit length (an error naming the first item that is not)."""
+    norms = vectors.double().norm(dim=1).numpy()
+    bad = np.flatnonzero(np.abs(norms - 1.0) > UNIT_NORM_TOLERANCE)
+    if bad.size:
+        item = table.ids[int(rows[bad[0]])]
+        raise MbenchError(
+            f"model {model_name!r} declares cosine similarity but returned a {role} embedding of norm "
+            f"{norms[bad[0]]:.6g} for item {item!r} ({bad.size} such rows in this shard): a cosine model must "
+            "return L2-normalised rows (mbench stores and searches exactly what the model returns), or declare "
+            "similarity 'dot'"
+        )

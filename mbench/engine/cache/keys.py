@@ -49,7 +49,11 @@ def item_content_hash(item: Item, instruction: str | None, prompt: str | None, d
 
 
 def embedding_key(model_fingerprint: str, role: str, dtype: str, hashes: Sequence[bytes]) -> str:
-    """The store key of one embedding matrix: model, role, dtype and the ordered item contents."""
+    """The store key of one embedding matrix: model, role, dtype and the ordered item contents.
+
+    ``dtype`` names everything about precision that can change the stored numbers: the encode
+    precision (``mbench.engine.encode.encode_precision``) and the store dtype (``native`` or ``float16``).
+    """
     digest = hashlib.sha256()
     digest.update(f"{model_fingerprint}\x1f{role}\x1f{dtype}\x1f{len(hashes)}\x1f".encode())
     for h in hashes:

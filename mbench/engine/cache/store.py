@@ -1,11 +1,17 @@
-"""The embedding store: content-addressed, sharded, checksummed fp16 matrices on disk.
+"""The embedding store: content-addressed, sharded, checksummed matrices on disk, kept losslessly.
 
 Layout of one entry (``<root>/<key>/``)::
 
-    manifest.json                 key, n_items, dim, dtype, shard_size, n_shards, created, meta
-    shard-000003.json             the record of shard 3: rows, dim, file name, bytes, sha256
-    shard-000003-1f2e3d4c.npy     its data: an fp16 (rows, dim) ``.npy`` file (no pickle)
+    manifest.json                 key, n_items, dim, dtype, store_dtype, shard_size, n_shards, created, meta
+    shard-000003.json             the record of shard 3: rows, dim, dtype, file name, bytes, sha256
+    shard-000003-1f2e3d4c.npy     its data: a (rows, dim) ``.npy`` file (no pickle)
     quarantine/                   shards found corrupted, kept for inspection until `mbench cache gc`
+
+What is stored is what the encoder emitted, bit for bit: float32, float16, or bfloat16 kept as
+its raw 16-bit patterns (``.npy`` has no bfloat16: the file holds uint16 and the manifest says
+``bfloat16``; reading widens it to float32, which is exact). ``store_dtype`` is ``native`` (that
+rule; the first shard written fixes ``dtype``) or ``float16``: a down-cast asked for explicitly,
+for disk-bound pools. A cache must never change a number unless the user asked it to.
 
 Why this shape:
 
@@ -19,8 +25,8 @@ Why this shape:
   a rewrite creates a new file and then replaces the record atomically, so a record and the
   bytes it vouches for can never be mixed up by a concurrent rewrite, and a quarantine of a
   bad file can never move a good file that another process just wrote.
-* A shard counts only when its record exists, its file exists, has the recorded size, an fp16
-  ``(rows, dim)`` header and the recorded sha256. Anything else is missing; a corrupted file is
+* A shard counts only when its record exists, its file exists, has the recorded size, a
+  ``(rows, dim)`` header of the entry's dtype and the recorded sha256. Anything else is missing; a corrupted file is
   moved to ``quarantine/`` and recomputed, never served.
 """
 
@@ -55,9 +61,14 @@ try:  # POSIX only; on other systems the rare manifest rewrite goes unlocked
 except ImportError:  # pragma: no cover
     fcntl = None  # type: ignore[assignment]
 
-FORMAT = "mbench-embeddings/1"
+# Format 2 stores any of STORED_DTYPES; format 1 (fp16 only) entries stay readable, so `mbench
+# cache ls|gc` can list and remove them. Their keys never match a format-2 lookup.
+FORMAT = "mbench-embeddings/2"
+READABLE_FORMATS = ("mbench-embeddings/1", FORMAT)
 DEFAULT_SHARD_SIZE = 8192
-STORE_DTYPE = np.dtype("<f2")
+# Stored dtype -> the dtype of its .npy file (bfloat16 as raw bit patterns).
+STORED_DTYPES = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2"), "bfloat16": np.dtype("<u2")}
+STORE_POLICIES = ("native", "float16")
 MANIFEST = "manifest.json"
 QUARANTINE = "quarantine"
 _LOCK = ".lock"
@@ -75,7 +86,7 @@ _HASH_CHUNK = 8 << 20
 
 
 class NonFiniteEmbeddingError(MbenchError):
-    """An embedding row holds NaN or inf (or overflows fp16); ``row`` is its index in the entry."""
+    """An embedding row holds NaN or inf (or overflows an asked-for fp16); ``row`` is its index in the entry."""
 
     def __init__(self, message: str, row: int) -> None:
         super().__init__(message)
@@ -193,14 +204,34 @@ def _sha256_of(fh: Any) -> str:
     return digest.hexdigest()
 
 
-def _as_numpy(array: Any) -> np.ndarray:
-    """A numpy view of an array-like; torch tensors (any dtype or device) go through fp32 on CPU."""
+def _as_stored(array: Any) -> tuple[np.ndarray, str]:
+    """``(numpy array, stored dtype name)`` holding exactly the values of a torch tensor or numpy array.
+
+    float32 and float16 map to themselves; a torch bfloat16 tensor becomes its raw uint16 bit
+    patterns. Anything else (float64, integers) is refused: storing it would change it.
+    """
     if hasattr(array, "detach") and hasattr(array, "cpu"):  # a torch tensor, without importing torch
-        array = array.detach()
-        if not array.is_floating_point() or array.dtype.itemsize < 4:  # bf16 has no numpy dtype
-            array = array.float()
-        array = array.cpu().numpy()
-    return np.asarray(array)
+        tensor = array.detach().cpu().contiguous()
+        name = str(tensor.dtype).removeprefix("torch.")
+        if name == "bfloat16":
+            import torch
+
+            return tensor.view(torch.int16).numpy().view(STORED_DTYPES["bfloat16"]), name
+        if name in ("float32", "float16"):
+            return tensor.numpy(), name
+        raise MbenchError(f"embeddings must be float32, float16 or bfloat16 tensors, got torch.{name}")
+    data = np.asarray(array)
+    for name in ("float32", "float16"):
+        if data.dtype == STORED_DTYPES[name]:
+            return data, name
+    raise MbenchError(f"embeddings must be float32, float16 or bfloat16, got a numpy {data.dtype} array")
+
+
+def widen_to_float32(data: np.ndarray, dtype: str) -> np.ndarray:
+    """The float32 values of stored data (exact: every float16 and bfloat16 is a float32)."""
+    if dtype == "bfloat16":
+        return (np.asarray(data, dtype=np.uint32) << 16).view(np.float32)
+    return np.asarray(data, dtype=np.float32)
 
 
 def _check_key(key: str) -> str:
@@ -243,7 +274,7 @@ class RowConcat:
             raise MbenchError(f"embedding dimension {dims.pop()} does not match the expected {dim}")
         self.parts: list[Any] = flat
         self._dim = dims.pop() if dims else int(dim or 0)
-        self.dtype = np.result_type(*[part.dtype for part in flat]) if flat else np.dtype(dtype or STORE_DTYPE)
+        self.dtype = np.result_type(*[part.dtype for part in flat]) if flat else np.dtype(dtype or np.float32)
         self._offsets = np.cumsum([0] + [int(part.shape[0]) for part in flat], dtype=np.int64)
 
     @property
@@ -306,6 +337,29 @@ class RowConcat:
         return np.array(self._rows(0, len(self)), dtype=dtype if dtype is not None else self.dtype)
 
 
+class BFloat16Rows:
+    """A read-only 2-D view of bfloat16 bit patterns (uint16) whose rows read as exact float32."""
+
+    ndim = 2
+
+    def __init__(self, bits: np.ndarray) -> None:
+        if bits.ndim != 2 or bits.dtype != STORED_DTYPES["bfloat16"]:
+            raise ValueError(f"BFloat16Rows needs a 2-D uint16 array, got {bits.dtype} {bits.shape}")
+        self.bits = bits
+        self.shape = bits.shape
+        self.dtype = np.dtype(np.float32)
+
+    def __len__(self) -> int:
+        return int(self.shape[0])
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return widen_to_float32(self.bits[key], "bfloat16")
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        values = widen_to_float32(self.bits, "bfloat16")
+        return values if dtype is None else values.astype(dtype)
+
+
 # ----------------------------------------------------------------------------- one entry
 
 
@@ -333,10 +387,27 @@ class StoreEntry:
     def dim(self) -> int | None:
         """Embedding dimension; ``None`` until it was given or the first shard was written."""
         if self.manifest.get("dim") is None:
-            with contextlib.suppress(OSError, ValueError):
-                self.manifest = _read_json(self.path / MANIFEST)  # another process may have set it
+            self._reread_manifest()
         dim = self.manifest.get("dim")
         return None if dim is None else int(dim)
+
+    @property
+    def dtype(self) -> str | None:
+        """The stored dtype (float32, float16 or bfloat16); ``None`` until the first shard fixes it."""
+        if self.manifest.get("dtype") is None:
+            self._reread_manifest()
+        dtype = self.manifest.get("dtype")
+        return None if dtype is None else str(dtype)
+
+    @property
+    def store_dtype(self) -> str:
+        """``native`` (the encoder's dtype, kept bit for bit) or the dtype every shard is converted to."""
+        # Format-1 entries predate the policy: they hold float16 copies.
+        return str(self.manifest.get("store_dtype", "float16"))
+
+    def _reread_manifest(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self.manifest = _read_json(self.path / MANIFEST)  # another process may have filled it in
 
     def __repr__(self) -> str:
         return f"StoreEntry({self.key[:12]}, n_items={self.n_items}, dim={self.manifest.get('dim')}, shards={self.n_shards})"
@@ -359,7 +430,7 @@ class StoreEntry:
             return None
 
     def check_shard(self, index: int, *, verify: bool = True, trust_verified: bool = False) -> ShardCheck:
-        """Check shard ``index``: record, file, size, fp16 ``(rows, dim)`` header and (if ``verify``) sha256."""
+        """Check shard ``index``: record, file, size, ``(rows, dim)`` header of the entry's dtype and (if ``verify``) sha256."""
         check, _ = self._check(index, verify=verify, trust_verified=trust_verified, keep_open=False)
         return check
 
@@ -371,7 +442,7 @@ class StoreEntry:
             return ShardCheck(index, "corrupt", f"unreadable record: {err}"), None
         if record is None:
             return ShardCheck(index, "absent"), None
-        dim = self.dim
+        dim, dtype = self.dim, self.dtype
         try:
             name = str(record["file"])
             if not _DATA_RE.match(name) or int(_DATA_RE.match(name).group(1)) != index:  # type: ignore[union-attr]
@@ -379,6 +450,9 @@ class StoreEntry:
             size, digest = int(record["bytes"]), str(record["sha256"])
             if int(record["rows"]) != rows or (dim is not None and int(record["dim"]) != dim):
                 return ShardCheck(index, "corrupt", f"record says {record['rows']}x{record['dim']}, expected {rows}x{dim}"), None
+            stored = str(record.get("dtype", "float16"))
+            if stored not in STORED_DTYPES or (dtype is not None and stored != dtype):
+                return ShardCheck(index, "corrupt", f"record says dtype {stored}, the entry holds {dtype}"), None
         except (KeyError, TypeError, ValueError) as err:
             return ShardCheck(index, "corrupt", f"malformed record: {err}"), None
         path = self.path / name
@@ -392,12 +466,15 @@ class StoreEntry:
             if stat.st_size != size:
                 return ShardCheck(index, "corrupt", f"{name} has {stat.st_size} bytes, record says {size} (truncated?)"), None
             try:
-                shape, fortran, dtype, _ = _npy_header(fh)
+                shape, fortran, header_dtype, _ = _npy_header(fh)
             except (ValueError, OSError) as err:
                 return ShardCheck(index, "corrupt", f"{name} has an unreadable .npy header: {err}"), None
             expected_dim = dim if dim is not None else int(record["dim"])
-            if shape != (rows, expected_dim) or fortran or dtype != STORE_DTYPE:
-                return ShardCheck(index, "corrupt", f"{name} holds {dtype} {shape}, expected float16 {(rows, expected_dim)}"), None
+            file_dtype = STORED_DTYPES[stored]
+            if shape != (rows, expected_dim) or fortran or header_dtype != file_dtype:
+                return ShardCheck(
+                    index, "corrupt", f"{name} holds {header_dtype} {shape}, expected {file_dtype} {(rows, expected_dim)}"
+                ), None
             signature = (name, stat.st_size, stat.st_mtime_ns, stat.st_ino)
             if verify and not (trust_verified and self._verified.get(index) == signature):
                 if _sha256_of(fh) != digest:
@@ -459,12 +536,14 @@ class StoreEntry:
         return all(self.check_shard(i, verify=verify, trust_verified=True).status == "ok" for i in range(self.n_shards))
 
     def write_shard(self, index: int, array: Any) -> None:
-        """Store shard ``index`` (rows ``shard_range(index)``) as fp16, atomically, with its checksum.
+        """Store shard ``index`` (rows ``shard_range(index)``) atomically, with its checksum.
 
-        Raises ``NonFiniteEmbeddingError`` naming the entry row of the first NaN/inf (or fp16 overflow).
+        The values are kept bit for bit (float32, float16, or a bfloat16 tensor's bit patterns)
+        unless the entry's ``store_dtype`` asks for float16. Raises ``NonFiniteEmbeddingError``
+        naming the entry row of the first NaN/inf (or of a value that overflows that float16).
         """
         rows = self.shard_range(index)
-        data = _as_numpy(array)
+        data, dtype = _as_stored(array)
         if data.ndim != 2 or data.shape[0] != len(rows):
             raise MbenchError(
                 f"shard {index} of entry {self.key[:12]} needs a ({len(rows)}, dim) array, got shape {data.shape}"
@@ -474,15 +553,24 @@ class StoreEntry:
             raise MbenchError(f"entry {self.key[:12]} holds {dim}-d embeddings, shard {index} has {data.shape[1]}")
         if data.shape[1] == 0:
             raise MbenchError(f"shard {index} of entry {self.key[:12]} has zero-width embeddings")
-        if not np.issubdtype(data.dtype, np.floating):
-            raise MbenchError(f"shard {index} of entry {self.key[:12]}: embeddings must be floating point, got {data.dtype}")
-        _check_finite(data, rows.start, self.key, "")
-        with np.errstate(over="ignore"):  # overflow is reported just below, naming the row
-            data16 = np.ascontiguousarray(data, dtype=STORE_DTYPE)
-        _check_finite(data16, rows.start, self.key, " after conversion to float16 (|value| > 65504)")
+        values = widen_to_float32(data, dtype)
+        _check_finite(values, rows.start, self.key, "")
+        if self.store_dtype != "native" and self.store_dtype != dtype:
+            # The one lossy path, taken only when the user asked for it (--store-dtype fp16).
+            with np.errstate(over="ignore"):  # overflow is reported just below, naming the row
+                data = values.astype(STORED_DTYPES[self.store_dtype])
+            dtype = self.store_dtype
+            _check_finite(data, rows.start, self.key, f" after conversion to {dtype} (|value| > 65504)")
+        held = self.dtype
+        if held is not None and held != dtype:
+            raise MbenchError(
+                f"entry {self.key[:12]} holds {held} embeddings, shard {index} is {dtype}: the encoder's output "
+                f"dtype changed; remove the entry with `mbench cache gc --key {self.key[:12]}`"
+            )
+        data = np.ascontiguousarray(data)
 
         buf = io.BytesIO()
-        np.lib.format.write_array(buf, data16, allow_pickle=False)
+        np.lib.format.write_array(buf, data, allow_pickle=False)
         payload = buf.getvalue()
         digest = hashlib.sha256(payload).hexdigest()
         name = f"shard-{index:06d}-{secrets.token_hex(4)}.npy"
@@ -496,8 +584,8 @@ class StoreEntry:
             "start": rows.start,
             "stop": rows.stop,
             "rows": len(rows),
-            "dim": int(data16.shape[1]),
-            "dtype": "float16",
+            "dim": int(data.shape[1]),
+            "dtype": dtype,
             "file": name,
             "bytes": len(payload),
             "sha256": digest,
@@ -509,27 +597,30 @@ class StoreEntry:
         if old and old.get("file") != name and _DATA_RE.match(str(old.get("file", ""))):
             with contextlib.suppress(OSError):
                 (self.path / str(old["file"])).unlink()  # the superseded copy of this shard
-        if dim is None:
-            self._set_dim(int(data16.shape[1]), index)
+        if dim is None or held is None:
+            self._set_layout(int(data.shape[1]), dtype, index)
         stat = os.stat(self.path / name)
         self._verified[index] = (name, stat.st_size, stat.st_mtime_ns, stat.st_ino)
 
-    def _set_dim(self, dim: int, index: int) -> None:
+    def _set_layout(self, dim: int, dtype: str, index: int) -> None:
+        """Fill in the manifest's ``dim`` and ``dtype`` once; a shard that disagrees is discarded."""
         with _locked(self.path):
             manifest = _read_json(self.path / MANIFEST)
-            if manifest.get("dim") is None:
-                manifest["dim"] = dim
-                atomic_write_bytes(self.path / MANIFEST, _json_bytes(manifest))
-            elif int(manifest["dim"]) != dim:
+            held = {"dim": manifest.get("dim"), "dtype": manifest.get("dtype")}
+            if held["dim"] is not None and int(held["dim"]) != dim or held["dtype"] not in (None, dtype):
                 self.quarantine_shard(index)
                 raise MbenchError(
-                    f"entry {self.key[:12]} holds {manifest['dim']}-d embeddings, shard {index} had {dim}; it was discarded"
+                    f"entry {self.key[:12]} holds {held['dim']}-d {held['dtype']} embeddings, shard {index} had "
+                    f"{dim}-d {dtype}; it was discarded"
                 )
+            if held != {"dim": dim, "dtype": dtype}:
+                manifest.update(dim=dim, dtype=dtype)
+                atomic_write_bytes(self.path / MANIFEST, _json_bytes(manifest))
             self.manifest = manifest
 
     # -- reading ----------------------------------------------------------------------------------
     def load(self, *, mmap: bool = True, verify: bool = True, trust_verified: bool = True) -> RowConcat:
-        """The full ``(n_items, dim)`` fp16 matrix as a lazy ``RowConcat`` of its shards.
+        """The full ``(n_items, dim)`` matrix as a lazy ``RowConcat`` of its shards (bfloat16 reads as float32).
 
         Every shard is checked (sha256 too when ``verify``) before it is served; shards this
         object already verified or wrote are not hashed again when their file is unchanged,
@@ -551,14 +642,14 @@ class StoreEntry:
                     part = np.memmap(fh, dtype=dtype, mode="r", offset=offset, shape=shape)
                 else:
                     part = np.fromfile(fh, dtype=dtype, count=shape[0] * shape[1]).reshape(shape)
-            parts.append(part)
+            parts.append(BFloat16Rows(part) if self.dtype == "bfloat16" else part)
         if problems:
             shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
             raise MbenchError(
                 f"embedding store entry {self.key[:12]} at {self.path} is not complete: {shown}. "
                 "Run the command again to compute the missing shards."
             )
-        return RowConcat(parts, dim=self.dim, dtype=STORE_DTYPE)
+        return RowConcat(parts, dim=self.dim, dtype=np.float32 if self.dtype in (None, "bfloat16") else self.dtype)
 
     # -- bookkeeping ------------------------------------------------------------------------------
     def size_bytes(self) -> int:
@@ -604,15 +695,20 @@ class EmbeddingStore:
         shard_size: int = DEFAULT_SHARD_SIZE,
         meta: dict[str, Any] | None = None,
         dim: int | None = None,
+        store_dtype: str = "native",
     ) -> StoreEntry:
-        """Open the entry ``key``, creating it if absent; an existing one must agree on ``n_items`` and ``shard_size``.
+        """Open the entry ``key``, creating it if absent; an existing one must agree on ``n_items``,
+        ``shard_size`` and ``store_dtype``.
 
         ``meta`` (JSON; put ``model`` and ``role`` in it for `mbench cache ls`) is recorded by the
-        creator; later callers keep the first one.
+        creator; later callers keep the first one. ``store_dtype``: ``native`` keeps what the
+        encoder emits bit for bit; ``float16`` converts every shard (put it in the key too).
         """
         _check_key(key)
         if n_items < 0 or shard_size < 1:
             raise ValueError(f"n_items must be >= 0 and shard_size >= 1, got {n_items} and {shard_size}")
+        if store_dtype not in STORE_POLICIES:
+            raise ValueError(f"store_dtype must be one of {STORE_POLICIES}, got {store_dtype!r}")
         path = self.root / key
         manifest_path = path / MANIFEST
         if not manifest_path.is_file():
@@ -628,7 +724,8 @@ class EmbeddingStore:
                         "key": key,
                         "n_items": int(n_items),
                         "dim": None if dim is None else int(dim),
-                        "dtype": "float16",
+                        "dtype": None if store_dtype == "native" else store_dtype,
+                        "store_dtype": store_dtype,
                         "shard_size": int(shard_size),
                         "n_shards": -(-int(n_items) // int(shard_size)),
                         "created": _now_iso(),
@@ -644,9 +741,16 @@ class EmbeddingStore:
             )
         if dim is not None and entry.dim is not None and entry.dim != dim:
             raise MbenchError(f"embedding store entry {key[:12]} holds {entry.dim}-d embeddings, asked for {dim}")
+        if entry.store_dtype != store_dtype:
+            raise MbenchError(
+                f"embedding store entry {key[:12]} stores {entry.store_dtype} embeddings, asked for {store_dtype}; "
+                "the store dtype belongs in the key"
+            )
         return entry
 
-    def reuse_or_create(self, key: str, n_items: int, *, shard_size: int, meta: dict[str, Any] | None = None) -> StoreEntry:
+    def reuse_or_create(
+        self, key: str, n_items: int, *, shard_size: int, meta: dict[str, Any] | None = None, store_dtype: str = "native"
+    ) -> StoreEntry:
         """The entry ``key`` as stored (keeping its shard layout), else a new one; for a run that will use it.
 
         The entry is marked in use for the rest of this process (`mbench cache gc` leaves it
@@ -668,12 +772,12 @@ class EmbeddingStore:
                         quarantine.mkdir(exist_ok=True)
                         with contextlib.suppress(FileNotFoundError):
                             os.replace(path / MANIFEST, quarantine / f"{MANIFEST}.{int(time.time())}")
-                return self.entry(key, n_items, shard_size=shard_size, meta=meta)
+                return self.entry(key, n_items, shard_size=shard_size, meta=meta, store_dtype=store_dtype)
             if entry.n_items != n_items:
                 raise MbenchError(f"embedding store entry {key[:12]} at {path} holds {entry.n_items} items, "
                                   f"asked for {n_items}; remove it with `mbench cache gc --key {key[:12]}`")
             return entry
-        return self.entry(key, n_items, shard_size=shard_size, meta=meta)
+        return self.entry(key, n_items, shard_size=shard_size, meta=meta, store_dtype=store_dtype)
 
     def open(self, key: str) -> StoreEntry:
         """The existing entry ``key`` (MbenchError if absent or its manifest is unreadable)."""
@@ -684,7 +788,7 @@ class EmbeddingStore:
             raise MbenchError(f"no embedding store entry {key} under {self.root}") from err
         except (OSError, ValueError) as err:
             raise MbenchError(f"unreadable manifest {path / MANIFEST}: {err}; remove the entry with `mbench cache gc --key {key[:12]}`") from err
-        if manifest.get("format") != FORMAT or manifest.get("key") != key:
+        if manifest.get("format") not in READABLE_FORMATS or manifest.get("key") != key:
             raise MbenchError(f"{path / MANIFEST} is not an mbench embedding manifest for key {key}")
         return StoreEntry(path, manifest)
 
