@@ -92,3 +92,11 @@ def rerank_info(first_stage: Path, reranker: str = "llava-next-tf", top_k: int =
         "top_k": top_k,
         "first_stage": {"path": str(first_stage), "result_sha256": digest},
     }
+
+
+def rewrite_record(path: Path, record: Mapping[str, Any]) -> None:
+    """Write an edited ``result.json`` as mbench writes one (with a fresh checksum), so a test can change a
+    field by hand without the folder reading as damaged."""
+    from mbench.formats.checked_json import dumps_checked
+
+    Path(path).write_bytes(dumps_checked(record))

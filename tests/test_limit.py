@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fake_results import write_result
+from fake_results import rewrite_record, write_result
 
 from mbench.cli import main
 from mbench.data.limit import Limit, limit_task, sampled_query_rows
@@ -80,7 +80,7 @@ def test_tables_never_mix_partial_and_full_results(tmp_path: Path, capsys: pytes
                            directory=tmp_path / "m" / "x" / "mteb.nfcorpus" / "local.limit-1")
     record = json.loads((partial / "result.json").read_text())
     record.update(partial=True, limit={"queries": 1, "seed": 0, "pool": 1000, "query_ids": ["q0"]})
-    (partial / "result.json").write_text(json.dumps(record))
+    rewrite_record(partial / "result.json", record)
     assert main(["table", "--tasks", "mteb.scifact", "mteb.nfcorpus", "--models", "m", "--results-dir", str(tmp_path)]) == 0
     captured = capsys.readouterr()
     assert "| mteb.nfcorpus | ndcg@10 | – |" in captured.out and "| mteb.scifact | ndcg@10 | 50.00 |" in captured.out

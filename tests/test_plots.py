@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fake_results import write_result
+from fake_results import rewrite_record, write_result
 
 from mbench.cli import main
 from mbench.reporting.leaderboard import load_leaderboard
@@ -107,7 +107,7 @@ def test_modality_figure_leaves_out_tasks_whose_pool_has_one_modality(tmp_path: 
                               per_query={"hit@5": [1.0, 0.0], "modality_acc@1": [1.0, 0.0]})
         record = json.loads((folder / "result.json").read_text())
         record["pool_modalities"] = counts
-        (folder / "result.json").write_text(json.dumps(record))
+        rewrite_record(folder / "result.json", record)
     write_result(tmp_path / "results", model="m", task="mteb.scifact", pool="local", main_metric="ndcg@10",
                  per_query={"ndcg@10": [0.5], "modality_acc@1": [1.0]})  # fmt: skip
     args = ["--tasks", "mbeir.webqa.t2t", "mbeir.cirr.it2i", "mteb.scifact", "--results-dir", str(tmp_path / "results")]

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from fake_results import rewrite_record
 
 from mbench.cli import main
 
@@ -67,7 +68,7 @@ def test_changed_qrels_file_is_refused(results: Path, tmp_path: Path, capsys: py
     record["qrels"]["files"][0]["path"] = str(copy)
     moved = tmp_path / "result"
     moved.mkdir()
-    (moved / "result.json").write_text(json.dumps(record))
+    rewrite_record(moved / "result.json", record)
     (moved / "run.trec.gz").write_bytes((folder / "run.trec.gz").read_bytes())
     assert main(["score", str(moved)]) == 2
     assert f"its qrels file {copy} changed since the run (sha256 differs)" in capsys.readouterr().err

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from fake_results import write_result
+from fake_results import rewrite_record, write_result
 
 from mbench.cli import main
 
@@ -21,7 +21,7 @@ def _two_models(root: Path) -> None:
             if model != "bm25":
                 record = json.loads((folder / "result.json").read_text())
                 record["requested_model"] = "minilm"
-                (folder / "result.json").write_text(json.dumps(record))
+                rewrite_record(folder / "result.json", record)
 
 
 def test_plot_takes_tasks_and_models_by_alias(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
