@@ -35,7 +35,6 @@ from __future__ import annotations
 import hashlib
 import io
 import sqlite3
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,6 +46,7 @@ import numpy as np
 
 from mbench.data.types import ItemTable, TaskData
 from mbench.engine.encode import item_digest
+from mbench.progress import progress as progress_reporter
 from mbench.errors import MbenchError
 from mbench.tasks.spec import TaskSpec
 
@@ -207,7 +207,7 @@ def rerank_ranking(
     if missing.size:
         check_items(reranker.meta, queries.items(sorted({int(rows[i]) for i in missing[:64]})), "query")
         check_items(reranker.meta, pool.items(sorted({int(top[rows[i], cols[i]]) for i in missing[:64]})), "candidate")
-    bar = _progress(int(missing.size), "rerank pairs", progress)
+    bar = progress_reporter(int(missing.size), "rerank", "pairs", enabled=progress)
     try:
         for start in range(0, missing.size, batch_size):
             chosen = missing[start: start + batch_size]
@@ -477,8 +477,3 @@ def _write_rerank_scores(path: Path, data: TaskData, output: RerankOutput) -> No
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def _progress(total: int, desc: str, enabled: bool) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="pair", disable=not enabled or total == 0, file=sys.stderr,
-                dynamic_ncols=True)
