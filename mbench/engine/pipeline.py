@@ -4,7 +4,6 @@ metrics -> result directory. The flow of DESIGN.md section 2, for every task of 
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from mbench.engine.encode import (
 from mbench.engine.instructions import resolve_instructions
 from mbench.errors import MbenchError
 from mbench.metrics import evaluate, required_depth
+from mbench.progress import progress
 from mbench.tasks.spec import TaskSpec
 
 MIN_DEPTH = 100
@@ -171,7 +171,8 @@ class Encoder:
         if missing:
             check_items(self.model.meta, table.items(rows[: min(len(rows), 64)]), role)  # fail fast on modality
             total = sum(len(entry.shard_range(s)) for s in missing)
-            bar = _progress(total, f"encode {'queries' if role == 'query' else 'candidates'} {label}", self.options.progress)
+            bar = progress(total, f"encode {'queries' if role == 'query' else 'candidates'} {label}", "items",
+                           enabled=self.options.progress)
             try:
                 for shard in missing:
                     shard_rows = rows[np.asarray(entry.shard_range(shard), dtype=np.int64)]
@@ -197,12 +198,6 @@ class Encoder:
             if left:
                 raise MbenchError(f"{role} embeddings {label}: shards {left[:10]} were not computed by their ranks")
         return entry
-
-
-def _progress(total: int, desc: str, enabled: bool) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="item", disable=not enabled, file=sys.stderr, dynamic_ncols=True)
 
 
 def _timed(timings: dict[str, float], stage: str, fn: Callable[[], Any]) -> Any:
@@ -331,7 +326,8 @@ def retrieve(
     if world.size == 1:
         scores, indices = _timed(
             timings, "search",
-            lambda: search(queries, pool, k, backend=options.search_backend, tie_rank=tie, device=options.device),
+            lambda: search(queries, pool, k, backend=options.search_backend, tie_rank=tie, device=options.device,
+                           progress=options.progress),
         )
     else:
         # Each rank searches its slice of the pool; rank 0 merges the exact per-slice top-k.
@@ -341,7 +337,7 @@ def retrieve(
         part_scores, part_indices = _timed(
             timings, "search",
             lambda: search(queries, pool[start:stop], min(k, stop - start), backend=options.search_backend,
-                           tie_rank=local_tie, device=options.device) if stop > start
+                           tie_rank=local_tie, device=options.device, progress=options.progress) if stop > start
             else (np.zeros((len(qids), 0), np.float32), np.zeros((len(qids), 0), np.int64)),
         )
         parts = world.gather((part_scores, np.where(part_indices >= 0, part_indices + start, -1)))
