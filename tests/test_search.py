@@ -286,6 +286,7 @@ def test_sort_key_round_trips_scores_and_orders_them() -> None:
     assert bool((keys[0, 1:] >= keys[0, :-1]).all()) and keys[0, 2] == keys[0, 3]
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_half_search_matches_cpu_on_integer_data() -> None:
     q, p, tie_rank = integer_case(8, nq=30, n=400, d=8)
@@ -294,3 +295,35 @@ def test_cuda_half_search_matches_cpu_on_integer_data() -> None:
         gpu = exact_search(q, p.astype(np.float16), 25, tie_rank=tie_rank, device="cuda", compute_dtype=dtype, pool_tile=64)
         np.testing.assert_array_equal(gpu[1], cpu[1])
         np.testing.assert_array_equal(gpu[0], cpu[0])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_bf16_search_equals_cpu_fp32_search_of_the_same_bf16_vectors_up_to_near_ties() -> None:
+    # Both accumulate the same bf16 products in fp32; only the summation order differs (ulps).
+    gen = torch.Generator().manual_seed(6)
+    q = torch.nn.functional.normalize(torch.randn(300, 256, generator=gen), dim=1).to(torch.bfloat16)
+    p = torch.nn.functional.normalize(torch.randn(40000, 256, generator=gen), dim=1).to(torch.bfloat16)
+    cpu_s, cpu_i = exact_search(q, p, 100)
+    gpu_s, gpu_i = exact_search(q.cuda(), p.cuda(), 100, device="cuda", pool_tile=8192, query_batch=128)
+    np.testing.assert_allclose(gpu_s, cpu_s, rtol=0, atol=1e-5)
+    exact = (q.double() @ p.double().T).numpy()
+    for row in np.flatnonzero((gpu_i != cpu_i).any(axis=1)):
+        diff = gpu_i[row] != cpu_i[row]
+        np.testing.assert_allclose(exact[row, gpu_i[row][diff]], exact[row, cpu_i[row][diff]], rtol=0, atol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_search_streams_a_memory_mapped_bf16_pool_like_a_resident_one(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    gen = torch.Generator().manual_seed(7)
+    q = torch.nn.functional.normalize(torch.randn(50, 64, generator=gen), dim=1).to(torch.bfloat16)
+    p = torch.nn.functional.normalize(torch.randn(9000, 64, generator=gen), dim=1).to(torch.bfloat16)
+    parts = []
+    for j, (a, b) in enumerate(((0, 4096), (4096, 9000))):  # part edges on tile edges: the same GEMM shapes
+        np.save(tmp_path / f"{j}.npy", p[a:b].view(torch.int16).numpy().view(np.uint16))
+        parts.append(np.load(tmp_path / f"{j}.npy", mmap_mode="r"))
+    resident = exact_search(q.cuda(), p.cuda(), 30, device="cuda", pool_tile=1024)
+    streamed = exact_search(q.cuda(), RowConcat(parts), 30, device="cuda", pool_tile=1024, bf16_bits=True)
+    np.testing.assert_array_equal(streamed[1], resident[1])
+    np.testing.assert_array_equal(streamed[0], resident[0])
