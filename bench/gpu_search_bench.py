@@ -38,7 +38,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mbench.engine.search import default_tiles, exact_search, matmul_fp32, tile_bounds  # noqa: E402
+from mbench.engine.search import default_tiles, exact_search, matmul_fp32, score_scratch, tile_bounds  # noqa: E402
 
 FULL_QUERIES = 190_000
 GLOBAL_POOL = 5_609_079
@@ -98,12 +98,14 @@ def floor_seconds(queries: torch.Tensor, pool: torch.Tensor, query_batch: int, p
     """The same matmuls as the search (fp32 scores of the compute dtype's inputs), no selection."""
     dtype = torch.float32 if device.type == "cpu" else pool.dtype
     q = queries.to(dtype)
+    bounds = tile_bounds(pool, pool_tile)
+    scratch = score_scratch(device, min(query_batch, q.shape[0]), max(b - a for a, b in bounds))
     sync(device)
     start_time = time.perf_counter()
-    for start, stop in tile_bounds(pool, pool_tile):
+    for start, stop in bounds:
         block = pool[start:stop].to(dtype)
         for qs in range(0, q.shape[0], query_batch):
-            matmul_fp32(q[qs : qs + query_batch], block)
+            matmul_fp32(q[qs : qs + query_batch], block, scratch)
     sync(device)
     return time.perf_counter() - start_time
 

@@ -46,7 +46,14 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from mbench.engine.search import default_tiles, exact_search, matmul_fp32, pool_tiles, tile_bounds  # noqa: E402
+from mbench.engine.search import (  # noqa: E402
+    default_tiles,
+    exact_search,
+    matmul_fp32,
+    pool_tiles,
+    score_scratch,
+    tile_bounds,
+)
 from machine_facts import machine_facts  # noqa: E402  (bench/ is on sys.path when run as a script)
 from bench_protocol import LoadRecord, alternating_orders, median, write_refusal  # noqa: E402
 
@@ -141,10 +148,12 @@ def faiss_knn_shards(queries: np.ndarray, pool: Any, k: int) -> np.ndarray:
 
     heap = faiss.ResultHeap(queries.shape[0], k, keep_max=True)
     offset = 0
+    buffer = np.empty((max(part.shape[0] for part in pool.parts), pool.shape[1]), dtype=np.float32)
     for part in pool.parts:
         rows = np.asarray(part)
-        if rows.dtype != np.float32:
-            rows = rows.astype(np.float32)  # an fp16 store: faiss needs fp32
+        if rows.dtype != np.float32:  # an fp16 store: faiss needs fp32, converted into one reused buffer
+            rows = buffer[: rows.shape[0]]
+            np.copyto(rows, part)
         dist, labels = faiss.knn(queries, rows, k, metric=faiss.METRIC_INNER_PRODUCT)
         heap.add_result(dist, np.where(labels >= 0, labels + offset, -1))
         offset += rows.shape[0]
@@ -156,10 +165,12 @@ def gemm_floor(queries: np.ndarray, pool: Any, query_batch: int, pool_tile: int)
     """The matmuls of ``exact_search`` with the same tiles, read the same way, and no selection."""
     q = torch.from_numpy(queries)
     bounds = tile_bounds(pool, pool_tile)
+    cpu = torch.device("cpu")
+    scratch = score_scratch(cpu, min(query_batch, q.shape[0]), max(b - a for a, b in bounds))
     with torch.inference_mode():
-        for _, block in pool_tiles(pool, bounds, torch.device("cpu"), torch.float32):
+        for _, block in pool_tiles(pool, bounds, cpu, torch.float32):
             for qs in range(0, q.shape[0], query_batch):
-                matmul_fp32(q[qs : qs + query_batch], block)
+                matmul_fp32(q[qs : qs + query_batch], block, scratch)
 
 
 def agree_up_to_ties(ref: np.ndarray, other: np.ndarray, queries: np.ndarray, pool: Any) -> tuple[int, int]:

@@ -18,10 +18,26 @@ def test_methods_alternate_order_over_repeats() -> None:
     assert alternating_orders(["A", "B"], 3) == [["A", "B"], ["B", "A"], ["A", "B"]]
 
 
-def test_a_load_above_the_core_count_before_or_after_is_noisy() -> None:
-    assert LoadRecord(cores=2, before=(2.5, 0, 0), after=(1.0, 0, 0)).noisy
+def test_a_load_above_the_core_count_before_the_run_is_noisy() -> None:
+    assert LoadRecord(cores=2, before=(2.5, 0, 0), after=(1.0, 0, 0), others_share=0.0).noisy
+
+
+def test_other_processes_using_over_a_tenth_of_the_cpu_during_the_run_is_noisy() -> None:
+    assert LoadRecord(cores=2, before=(0.3, 0, 0), after=(2.6, 0, 0), others_share=0.15).noisy
+    # The bench's own threads lift the load average to the core count: that alone is not noise.
+    assert not LoadRecord(cores=2, before=(0.3, 0, 0), after=(2.1, 0, 0), others_share=0.02).noisy
+
+
+def test_without_cpu_accounting_the_load_after_the_run_decides() -> None:
     assert LoadRecord(cores=2, before=(0.3, 0, 0), after=(2.1, 0, 0)).noisy
     assert not LoadRecord(cores=2, before=(0.3, 0, 0), after=(1.9, 0, 0)).noisy
+
+
+def test_a_run_measures_the_cpu_share_of_other_processes() -> None:
+    load = LoadRecord()
+    sum(i * i for i in range(200_000))
+    load.stop()
+    assert load.after is not None and load.others_share is not None and 0.0 <= load.others_share <= 1.0
 
 
 def test_a_noisy_run_refuses_to_write_unless_allowed() -> None:

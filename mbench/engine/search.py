@@ -186,20 +186,28 @@ def _mask_excluded(scores: torch.Tensor, ex: torch.Tensor | None, start: int) ->
         scores[rows, local[rows]] = float("-inf")
 
 
-def matmul_fp32(q: torch.Tensor, tile: torch.Tensor) -> torch.Tensor:
-    """``q @ tile.T`` as fp32 scores (fp32 accumulation for half inputs on CUDA)."""
+def matmul_fp32(q: torch.Tensor, tile: torch.Tensor, scratch: torch.Tensor | None = None) -> torch.Tensor:
+    """``q @ tile.T`` as fp32 scores (fp32 accumulation for half inputs on CUDA).
+
+    On CPU the scores are written into ``scratch`` (fp32, at least ``len(q) * len(tile)``
+    elements) when given: a fresh output of tens of MB is a new mapping whose first touch
+    page-faults, which cost a fifth of the matmul's time.
+    """
     import torch
 
     if q.device.type == "cpu":
         m, n = q.shape[0], tile.shape[0]
-        # Tiny operands take another BLAS code path with another summation order (ulp-level
-        # differences); padding keeps scores independent of query_batch and pool_tile.
-        if m < MIN_GEMM_ROWS:
-            q = torch.cat([q, q.new_zeros(MIN_GEMM_ROWS - m, q.shape[1])])
-        if n < MIN_GEMM_ROWS:
-            tile = torch.cat([tile, tile.new_zeros(MIN_GEMM_ROWS - n, tile.shape[1])])
-        out = torch.mm(q, tile.T)
-        return out[:m, :n].contiguous() if (m < MIN_GEMM_ROWS or n < MIN_GEMM_ROWS) else out
+        if m < MIN_GEMM_ROWS or n < MIN_GEMM_ROWS:
+            # Tiny operands take another BLAS code path with another summation order (ulp-level
+            # differences); padding keeps scores independent of query_batch and pool_tile.
+            if m < MIN_GEMM_ROWS:
+                q = torch.cat([q, q.new_zeros(MIN_GEMM_ROWS - m, q.shape[1])])
+            if n < MIN_GEMM_ROWS:
+                tile = torch.cat([tile, tile.new_zeros(MIN_GEMM_ROWS - n, tile.shape[1])])
+            return torch.mm(q, tile.T)[:m, :n].contiguous()
+        if scratch is not None and scratch.numel() >= m * n:
+            return torch.mm(q, tile.T, out=scratch[: m * n].view(m, n))
+        return torch.mm(q, tile.T)
     if q.dtype == torch.float32:
         return torch.mm(q, tile.T)
     try:
@@ -222,10 +230,25 @@ def tile_bounds(pool: Any, tile: int) -> list[tuple[int, int]]:
 def pool_tiles(
     pool: Any, bounds: list[tuple[int, int]], device: torch.device, dtype: torch.dtype, bf16_bits: bool = False
 ) -> Iterator[tuple[int, torch.Tensor]]:
-    """``(start, tile tensor)`` over the pool; on CUDA the next host tile is read on a thread meanwhile."""
+    """``(start, tile tensor)`` over the pool; on CUDA the next host tile is read on a thread meanwhile.
+
+    A tile is valid until the next one is drawn: on CPU, tiles that need a dtype conversion are
+    converted into one reused buffer (fresh buffers page-fault on first touch).
+    """
     import torch
 
-    if isinstance(pool, torch.Tensor) or device.type == "cpu":
+    if device.type == "cpu":
+        buffer: torch.Tensor | None = None
+        for start, stop in bounds:
+            block = pool[start:stop] if isinstance(pool, torch.Tensor) else _host_tensor(pool[start:stop], bf16_bits)
+            if block.dtype == dtype:
+                yield start, block.contiguous()
+                continue
+            if buffer is None:
+                buffer = torch.empty((max(b - a for a, b in bounds), block.shape[1]), dtype=dtype)
+            yield start, buffer[: block.shape[0]].copy_(block)
+        return
+    if isinstance(pool, torch.Tensor):
         for start, stop in bounds:
             yield start, _to_tensor(pool[start:stop], device, dtype, bf16_bits)
         return
@@ -243,11 +266,12 @@ def pool_tiles(
 
 def _tile_keys(
     scores: torch.Tensor, start: int, entry: torch.Tensor, kk: int, group: int, ranks: torch.Tensor
-) -> torch.Tensor | None:
+) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Keys of the tile's scores that can still enter a running top-``kk`` whose entry score is ``entry``.
 
-    One row per query, as many columns as the busiest query needs; unused slots hold ``_NO_KEY``.
-    ``None`` when no score of the tile reaches any query's entry score.
+    ``(rows, keys)``: the queries (rows of ``scores``) that have such scores, and one row of keys
+    for each, as many columns as the busiest needs, unused slots ``_NO_KEY``. ``None`` when no
+    score of the tile reaches its query's entry score.
     """
     import torch
 
@@ -262,12 +286,11 @@ def _tile_keys(
     if not top < float("inf"):  # NaN or +inf: a non-finite pool vector
         bad = torch.nonzero(torch.isnan(scores) | torch.isposinf(scores))[0, 1]
         raise MbenchError(f"pool embedding row {start + int(bad)} holds NaN or inf; search needs finite vectors")
-    passing = group_max >= entry.unsqueeze(1)
-    if int(passing.sum(dim=1).max()) > kk:
+    row, grp = torch.nonzero(group_max >= entry.unsqueeze(1), as_tuple=True)
+    if row.numel() > kk and int(torch.bincount(row, minlength=b).max()) > kk:
         # The top kk groups hold kk scores >= their smallest max: nothing below it is in the top kk.
         entry = torch.maximum(entry, torch.topk(group_max, kk, dim=1).values[:, -1])
-        passing = group_max >= entry.unsqueeze(1)
-    row, grp = torch.nonzero(passing, as_tuple=True)
+        row, grp = torch.nonzero(group_max >= entry.unsqueeze(1), as_tuple=True)
     if row.numel() == 0:
         return None
     # The passing groups' scores; keep those reaching the entry score (ties included).
@@ -277,13 +300,16 @@ def _tile_keys(
         return None
     cand_row = row[pair]
     keys = _pack(vals[pair, member], ranks[grp[pair] * g + member + start])
-    # Lay the candidates out one row per query (nonzero lists them row by row).
+    # One row of keys per query that has candidates (nonzero lists them row by row).
     per_row = torch.bincount(cand_row, minlength=b)
+    active = torch.nonzero(per_row).flatten()
+    position = torch.empty_like(per_row)
+    position[active] = torch.arange(active.numel(), device=scores.device)
     first = torch.cumsum(per_row, 0) - per_row
     slot = torch.arange(cand_row.numel(), device=scores.device) - first[cand_row]
-    out = torch.full((b, int(per_row.max())), _NO_KEY, dtype=torch.int64, device=scores.device)
-    out[cand_row, slot] = keys
-    return out
+    out = torch.full((active.numel(), int(per_row.max())), _NO_KEY, dtype=torch.int64, device=scores.device)
+    out[position[cand_row], slot] = keys
+    return active, out
 
 
 def _keys_to_results(keys: torch.Tensor, inverse: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -335,6 +361,13 @@ def _finish(scores: torch.Tensor, indices: torch.Tensor, k: int) -> tuple[np.nda
 
 
 # ----------------------------------------------------------------------------- torch backend
+
+
+def score_scratch(device: torch.device, query_batch: int, pool_tile: int) -> torch.Tensor | None:
+    """The reused fp32 score buffer for ``matmul_fp32`` on CPU (CUDA's caching allocator reuses memory itself)."""
+    import torch
+
+    return torch.empty(query_batch * pool_tile, dtype=torch.float32) if device.type == "cpu" else None
 
 
 def default_tiles(device: str | Any, n_queries: int) -> tuple[int, int]:
@@ -410,19 +443,23 @@ def exact_search(
     entry = torch.full((nq,), float("-inf"), dtype=torch.float32, device=dev)
     bounds = tile_bounds(pool, tile)
     bar = progress_reporter(len(bounds), "search", "tiles", enabled=progress, rate_unit="cand", work_total=n)
+    scratch = score_scratch(dev, min(qb, nq), max(b - a for a, b in bounds))
     try:
         with torch.inference_mode():
             for start, block in pool_tiles(pool, bounds, dev, dtype, bf16_bits):
                 for qs in range(0, nq, qb):
                     rows = slice(qs, qs + qb)
-                    scores = matmul_fp32(q[rows], block)
+                    scores = matmul_fp32(q[rows], block, scratch)
                     _mask_excluded(scores, None if ex is None else ex[rows], start)
-                    keys = _tile_keys(scores, start, entry[rows], kk, group, ranks)
-                    if keys is None:
+                    found = _tile_keys(scores, start, entry[rows], kk, group, ranks)
+                    if found is None:
                         continue
-                    run[rows] = torch.topk(torch.cat([run[rows], keys], dim=1), kk, dim=1).values
-                    last = run[rows, kk - 1]
-                    entry[rows] = torch.where(last != _NO_KEY, _unpack_scores(last), float("-inf"))
+                    active, keys = found
+                    active += qs
+                    merged = torch.topk(torch.cat([run[active], keys], dim=1), kk, dim=1).values
+                    run[active] = merged
+                    last = merged[:, kk - 1]
+                    entry[active] = torch.where(last != _NO_KEY, _unpack_scores(last), float("-inf"))
                 bar.update(1, work=block.shape[0])
             return _keys_to_results(run, inverse, k)
     finally:
