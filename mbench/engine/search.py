@@ -286,16 +286,20 @@ def _tile_keys(
     if not top < float("inf"):  # NaN or +inf: a non-finite pool vector
         bad = torch.nonzero(torch.isnan(scores) | torch.isposinf(scores))[0, 1]
         raise MbenchError(f"pool embedding row {start + int(bad)} holds NaN or inf; search needs finite vectors")
+    if n_groups > kk and bool(torch.isneginf(entry).any()):
+        entry = _kth_group_bound(group_max, entry, kk)  # a running top-k not yet full: every group would pass
     row, grp = torch.nonzero(group_max >= entry.unsqueeze(1), as_tuple=True)
     if row.numel() > kk and int(torch.bincount(row, minlength=b).max()) > kk:
-        # The top kk groups hold kk scores >= their smallest max: nothing below it is in the top kk.
-        entry = torch.maximum(entry, torch.topk(group_max, kk, dim=1).values[:, -1])
+        entry = _kth_group_bound(group_max, entry, kk)
         row, grp = torch.nonzero(group_max >= entry.unsqueeze(1), as_tuple=True)
     if row.numel() == 0:
         return None
     # The passing groups' scores; keep those reaching the entry score (ties included).
     vals = torch.index_select(scores.view(-1, g), 0, row * n_groups + grp)
-    pair, member = torch.nonzero((vals >= entry[row].unsqueeze(1)) & (vals > float("-inf")), as_tuple=True)
+    keep = vals >= entry[row].unsqueeze(1)
+    if bool(torch.isneginf(entry).any()):  # excluded and padding scores (-inf) are no candidates
+        keep &= vals > float("-inf")
+    pair, member = torch.nonzero(keep, as_tuple=True)
     if pair.numel() == 0:
         return None
     cand_row = row[pair]
@@ -310,6 +314,13 @@ def _tile_keys(
     out = torch.full((active.numel(), int(per_row.max())), _NO_KEY, dtype=torch.int64, device=scores.device)
     out[position[cand_row], slot] = keys
     return active, out
+
+
+def _kth_group_bound(group_max: torch.Tensor, entry: torch.Tensor, kk: int) -> torch.Tensor:
+    """The entry score raised to each row's kk-th largest group max (the top kk groups hold kk scores >= it)."""
+    import torch
+
+    return torch.maximum(entry, torch.topk(group_max, kk, dim=1, sorted=False).values.amin(dim=1))
 
 
 def _keys_to_results(keys: torch.Tensor, inverse: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -438,7 +449,7 @@ def exact_search(
         empty = torch.zeros((nq, 0), dtype=torch.float32)
         return _finish(empty, empty.long(), k)
 
-    # The running top-kk as sorted keys, and per query the lowest score that can still enter it.
+    # The running top-kk as keys (unsorted), and per query the lowest score that can still enter it.
     run = torch.full((nq, kk), _NO_KEY, dtype=torch.int64, device=dev)
     entry = torch.full((nq,), float("-inf"), dtype=torch.float32, device=dev)
     bounds = tile_bounds(pool, tile)
@@ -456,12 +467,13 @@ def exact_search(
                         continue
                     active, keys = found
                     active += qs
-                    merged = torch.topk(torch.cat([run[active], keys], dim=1), kk, dim=1).values
+                    # Unsorted: the kept set and its smallest key are all the next tiles need.
+                    merged = torch.topk(torch.cat([run[active], keys], dim=1), kk, dim=1, sorted=False).values
                     run[active] = merged
-                    last = merged[:, kk - 1]
+                    last = merged.amin(dim=1)
                     entry[active] = torch.where(last != _NO_KEY, _unpack_scores(last), float("-inf"))
                 bar.update(1, work=block.shape[0])
-            return _keys_to_results(run, inverse, k)
+            return _keys_to_results(torch.sort(run, dim=1, descending=True).values, inverse, k)
     finally:
         bar.close()
 
