@@ -2,22 +2,24 @@
 
 For each d in ``--dims`` (default 768 and 4096): a pool of ``--pool-size`` (5,609,079, the
 M-BEIR global pool) random unit vectors in bf16, resident on the device, and ``--queries``
-random unit queries (a slice of the 190,000 M-BEIR test queries: the full run would take about
-40 minutes at d=768). Timed in the same process, on the same tiles:
+(190,000, the M-BEIR test queries) random unit queries. Timed in the same process, on the same
+tiles:
 
 * **search**: ``mbench.engine.search.exact_search`` (bf16 inputs, fp32 accumulation and fp32
   scores, top-``k``, exact tie order);
 * **floor**: the same matmuls (``matmul_fp32`` over the same query blocks and pool tiles) with no
   selection at all: the throughput limit of the search.
 
-A warm-up search (one pool tile) runs first and is reported separately. Agreement is checked on
-``--check-queries`` sampled queries against two fp32 references computed while the pool is
-generated: an fp32 matmul of the same bf16-rounded vectors (equal up to fp32 summation order, so
-only near-ties may swap) and of the original fp32 vectors (bf16 rounding moves scores by ~1e-3:
-reported as overlap). The 190,000-query time is extrapolated linearly from this run's
-per-query time and is labelled so.
+190,000 x 5.6M x 768 is 1.6 PFLOP, seconds on an H200; d=4096 is 5.3 times that. Before timing,
+one query block is searched against the whole pool (also the warm-up); where that predicts more
+than ``--budget-s`` for search plus floor, only a prefix of the queries is timed and the 190,000
+figure is extrapolated from it and labelled so. Agreement is checked on ``--check-queries``
+sampled queries against two fp32 references (plain ``torch.topk`` over fp32 matmuls, vectors
+regenerated chunk by chunk): the same bf16-rounded vectors (equal up to fp32 summation order, so
+only near-ties may swap) and the original fp32 vectors (bf16 rounding moves scores by ~1e-3:
+reported as overlap).
 
-    python3 bench/gpu_search_bench.py --out gpu-search.md                       # on the GPU (~4 min)
+    python3 bench/gpu_search_bench.py --out gpu-search.md                       # on the GPU
     python3 bench/gpu_search_bench.py --device cpu --pool-size 20000 --queries 64 --dims 64
 
 Imports only torch, numpy and ``mbench.engine.search`` (no pydantic, no faiss).
@@ -42,7 +44,6 @@ from mbench.engine.search import default_tiles, exact_search, matmul_fp32, score
 
 FULL_QUERIES = 190_000
 GLOBAL_POOL = 5_609_079
-DEFAULT_QUERIES = {768: 4096, 4096: 512}  # sized so both d's finish in about 4 minutes on an H200
 NEAR_TIE = 1e-5  # fp32 scores of the same bf16 vectors differ by summation order only
 
 
@@ -78,20 +79,30 @@ class Reference:
         self.scores, self.indices = top, torch.gather(indices, 1, pos)
 
 
-def make_data(args: argparse.Namespace, dim: int, n_queries: int, device: torch.device, sample: torch.Tensor):  # type: ignore[no-untyped-def]
-    """bf16 queries and pool on the device, and the two fp32 references for the sampled queries."""
-    torch.backends.cuda.matmul.allow_tf32 = False  # the fp32 references are true fp32 matmuls
-    queries32 = next(unit_chunks(n_queries, dim, args.seed, device, n_queries))[1]
-    queries = queries32.to(torch.bfloat16)
-    ref_rounded = Reference(queries[sample].float(), args.k)
-    ref_original = Reference(queries32[sample], args.k)
-    del queries32
-    pool = torch.empty((args.pool_size, dim), dtype=torch.bfloat16, device=device)
+def bf16_units(n: int, dim: int, seed: int, device: torch.device, chunk: int) -> torch.Tensor:
+    """``n`` random unit vectors rounded to bf16, generated chunk by chunk on the device."""
+    out = torch.empty((n, dim), dtype=torch.bfloat16, device=device)
+    for start, rows in unit_chunks(n, dim, seed, device, chunk):
+        out[start : start + rows.shape[0]] = rows.to(torch.bfloat16)
+    return out
+
+
+def references(args: argparse.Namespace, dim: int, sample: torch.Tensor, device: torch.device) -> tuple[Reference, Reference]:
+    """fp32 top-k of the sampled queries over the bf16-rounded and over the original fp32 vectors."""
+    torch.backends.cuda.matmul.allow_tf32 = False  # true fp32 matmuls
+    wanted = sample.tolist()
+    picked: dict[int, torch.Tensor] = {}
+    for start, rows in unit_chunks(args.queries, dim, args.seed, device, args.chunk):
+        for i in wanted:
+            if start <= i < start + rows.shape[0]:
+                picked[i] = rows[i - start].clone()
+    original = torch.stack([picked[i] for i in wanted])
+    rounded_ref = Reference(original.to(torch.bfloat16).float(), args.k)
+    original_ref = Reference(original, args.k)
     for start, rows in unit_chunks(args.pool_size, dim, args.seed + 1, device, args.chunk):
-        pool[start : start + rows.shape[0]] = rows.to(torch.bfloat16)
-        ref_original.add(start, rows)
-        ref_rounded.add(start, pool[start : start + rows.shape[0]].float())
-    return queries, pool, ref_rounded, ref_original
+        original_ref.add(start, rows)
+        rounded_ref.add(start, rows.to(torch.bfloat16).float())
+    return rounded_ref, original_ref
 
 
 def floor_seconds(queries: torch.Tensor, pool: torch.Tensor, query_batch: int, pool_tile: int, device: torch.device) -> float:
@@ -142,37 +153,47 @@ def agreement(
 
 
 def run_dim(args: argparse.Namespace, dim: int, device: torch.device) -> dict:
-    """Generate, warm up, time search and floor, check agreement: one row of the report."""
-    n_queries = args.queries or DEFAULT_QUERIES.get(dim, 1024)
-    n_check = min(args.check_queries, n_queries)
-    sample = torch.linspace(0, n_queries - 1, n_check, device=device).round().long()
+    """Generate, warm up and calibrate, time search and floor, check agreement: one row of the report."""
     t0 = time.perf_counter()
-    queries, pool, ref_rounded, ref_original = make_data(args, dim, n_queries, device, sample)
+    queries = bf16_units(args.queries, dim, args.seed, device, args.chunk)
+    pool = bf16_units(args.pool_size, dim, args.seed + 1, device, args.chunk)
     sync(device)
     generate_s = time.perf_counter() - t0
-    query_batch, pool_tile = default_tiles(device, n_queries)
+    query_batch, pool_tile = default_tiles(device, args.queries)
     query_batch = args.query_batch or query_batch
     pool_tile = args.pool_tile or pool_tile
 
+    # Warm-up and calibration: one query block against the whole pool.
+    probe = min(query_batch, args.queries)
+    sync(device)
     t0 = time.perf_counter()
-    exact_search(queries, pool[: min(pool_tile, args.pool_size)], args.k, device=device, query_batch=query_batch, pool_tile=pool_tile)
-    matmul_fp32(queries[:query_batch].to(torch.float32 if device.type == "cpu" else torch.bfloat16),
-                pool[:pool_tile].to(torch.float32 if device.type == "cpu" else torch.bfloat16))
+    exact_search(queries[:probe], pool, args.k, device=device, query_batch=query_batch, pool_tile=pool_tile)
     sync(device)
     warmup_s = time.perf_counter() - t0
+    n_queries = args.queries
+    predicted = 2 * warmup_s * args.queries / probe  # search + floor, from a run that includes start-up costs
+    if predicted > args.budget_s:
+        n_queries = max(probe, int(args.budget_s / (2 * warmup_s / probe)) // probe * probe)
+    q = queries[:n_queries]
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         resident = torch.cuda.memory_allocated(device)
     sync(device)
     t0 = time.perf_counter()
-    scores, indices = exact_search(queries, pool, args.k, device=device, query_batch=query_batch, pool_tile=pool_tile)
+    scores, indices = exact_search(q, pool, args.k, device=device, query_batch=query_batch, pool_tile=pool_tile)
     sync(device)
     search_s = time.perf_counter() - t0
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
-    floor_s = floor_seconds(queries, pool, query_batch, pool_tile, device)
+    floor_s = floor_seconds(q, pool, query_batch, pool_tile, device)
 
-    check = sample.cpu().numpy()
+    n_check = min(args.check_queries, n_queries)
+    sample = torch.linspace(0, n_queries - 1, n_check).round().long().unique()
+    t0 = time.perf_counter()
+    ref_rounded, ref_original = references(args, dim, sample, device)
+    sync(device)
+    reference_s = time.perf_counter() - t0
+    check = sample.numpy()
 
     def rescore(row: int, candidates: np.ndarray) -> np.ndarray:
         """fp64 scores of the bf16 vectors: the exact value both rankings approximate in fp32."""
@@ -183,23 +204,25 @@ def run_dim(args: argparse.Namespace, dim: int, device: torch.device) -> dict:
     row = {
         "dim": dim,
         "queries": n_queries,
-        "query_batch": query_batch,
-        "pool_tile": pool_tile,
+        "query_batch": min(query_batch, n_queries),
+        "pool_tile": min(pool_tile, args.pool_size),
         "generate_s": generate_s,
+        "reference_s": reference_s,
         "warmup_s": warmup_s,
+        "probe": probe,
         "search_s": search_s,
         "floor_s": floor_s,
         "search_tflops": flops / search_s / 1e12,
         "floor_tflops": flops / floor_s / 1e12,
-        "extrapolated_search_s": search_s * FULL_QUERIES / n_queries,
-        "extrapolated_floor_s": floor_s * FULL_QUERIES / n_queries,
+        "full_search_s": search_s * FULL_QUERIES / n_queries,
+        "full_floor_s": floor_s * FULL_QUERIES / n_queries,
         "peak_gib": None if peak is None else peak / 2**30,
         "working_gib": None if peak is None else (peak - resident) / 2**30,
-        "checked": n_check,
+        "checked": int(sample.numel()),
         "rounded": agreement(scores[check], indices[check], ref_rounded, rescore),
         "original": agreement(scores[check], indices[check], ref_original),
     }
-    del queries, pool, ref_rounded, ref_original
+    del queries, pool, ref_rounded, ref_original, scores, indices
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return row
@@ -212,7 +235,7 @@ def report(args: argparse.Namespace, device: torch.device, rows: list[dict], arg
         "# Exact search at global-pool scale: mbench vs the matmul floor",
         "",
         "Recorded by `bench/gpu_search_bench.py` (one process; every figure below was measured in this run,",
-        "except the rows marked *extrapolated*).",
+        "except those marked *extrapolated*).",
         "",
         "```bash",
         "python3 " + " ".join(["bench/gpu_search_bench.py", *argv]),
@@ -225,22 +248,26 @@ def report(args: argparse.Namespace, device: torch.device, rows: list[dict], arg
         "- search: `exact_search` (exact tie order: score desc, then id); floor: the same matmuls over the same "
         "query blocks and pool tiles with fp32 output and no top-k",
         "",
-        "| d | queries | query batch x pool tile | warm-up s | search s | floor s | search / floor throughput "
-        "| search TFLOP/s | floor TFLOP/s | 190,000 queries, extrapolated: search / floor | peak GPU memory (working) |",
-        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---|",
+        "| d | queries timed | query batch x pool tile | search s | floor s | search / floor throughput "
+        "| search TFLOP/s | floor TFLOP/s | 190,000 queries: search / floor | peak GPU memory (search's own) |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---|---|",
     ]
     for r in rows:
         memory = "-" if r["peak_gib"] is None else f"{r['peak_gib']:.1f} GiB ({r['working_gib']:.1f} GiB)"
+        full = "measured" if r["queries"] >= FULL_QUERIES else "*extrapolated*"
         lines.append(
-            f"| {r['dim']} | {r['queries']:,} | {r['query_batch']:,} x {r['pool_tile']:,} | {r['warmup_s']:.2f} "
+            f"| {r['dim']} | {r['queries']:,} | {r['query_batch']:,} x {r['pool_tile']:,} "
             f"| {r['search_s']:.2f} | {r['floor_s']:.2f} | **{r['floor_s'] / r['search_s']:.0%}** "
             f"| {r['search_tflops']:.2f} | {r['floor_tflops']:.2f} "
-            f"| {r['extrapolated_search_s'] / 60:.1f} min / {r['extrapolated_floor_s'] / 60:.1f} min | {memory} |"
+            f"| {r['full_search_s']:.1f} s / {r['full_floor_s']:.1f} s ({full}) | {memory} |"
         )
     lines += [
         "",
-        "Extrapolated (not measured): this run's seconds per query times 190,000, with the same query batch "
-        "and pool tile.",
+        "*Extrapolated* (not measured): the timed queries' seconds per query times 190,000, same tiles; fewer "
+        f"than 190,000 queries are timed when --queries asks so, or when the calibration predicted more than "
+        f"--budget-s ({args.budget_s:g} s) for search plus floor. Warm-up and calibration (one query block against the whole "
+        "pool, before timing): " + ", ".join(f"{r['warmup_s']:.2f} s for {r['probe']:,} queries (d={r['dim']})" for r in rows)
+        + ".",
         "",
         "## Agreement on sampled queries",
         "",
@@ -260,8 +287,10 @@ def report(args: argparse.Namespace, device: torch.device, rows: list[dict], arg
         f"agree within {NEAR_TIE:g}: fp32 summation order differs between the tiled matmul and the reference. "
         "Largest score gap: between mbench's fp32 scores and the reference's at identical positions.",
         "",
-        "Pool generation (randn, normalise, bf16, both references) took "
+        "Generation of queries and pool (randn, normalise, bf16): "
         + ", ".join(f"{r['generate_s']:.1f} s (d={r['dim']})" for r in rows)
+        + "; the fp32 references (vectors regenerated chunk by chunk): "
+        + ", ".join(f"{r['reference_s']:.1f} s" for r in rows)
         + ".",
     ]
     return "\n".join(lines) + "\n"
@@ -273,8 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dims", default="768,4096", help="comma-separated embedding dimensions")
     parser.add_argument("--pool-size", type=int, default=GLOBAL_POOL)
-    parser.add_argument("--queries", type=int, default=None,
-                        help=f"queries per d (default: {', '.join(f'{v} at d={d}' for d, v in DEFAULT_QUERIES.items())})")
+    parser.add_argument("--queries", type=int, default=FULL_QUERIES)
+    parser.add_argument("--budget-s", type=float, default=150.0,
+                        help="per d, the most seconds for search plus floor; more predicted: time a prefix of the queries")
     parser.add_argument("--k", type=int, default=100)
     parser.add_argument("--check-queries", type=int, default=64, help="sampled queries checked against fp32 references")
     parser.add_argument("--query-batch", type=int, default=None)

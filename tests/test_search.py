@@ -188,6 +188,7 @@ def test_pool_as_row_concat_of_memmaps_equals_the_plain_array(tmp_path) -> None:
 def test_tiles_of_a_row_concat_never_straddle_its_parts() -> None:
     view = RowConcat([np.zeros((5, 2), np.float32), np.zeros((3, 2), np.float32), np.zeros((4, 2), np.float32)])
     assert tile_bounds(view, 4) == [(0, 4), (4, 5), (5, 8), (8, 12)]
+    assert tile_bounds(view, 4, within_parts=False) == [(0, 4), (4, 8), (8, 12)]  # copied tiles (GPU, faiss)
     assert tile_bounds(np.zeros((12, 2), np.float32), 5) == [(0, 5), (5, 10), (10, 12)]
 
 

@@ -216,10 +216,16 @@ def matmul_fp32(q: torch.Tensor, tile: torch.Tensor, scratch: torch.Tensor | Non
         return torch.mm(q.float(), tile.float().T)
 
 
-def tile_bounds(pool: Any, tile: int) -> list[tuple[int, int]]:
-    """``[start, stop)`` row ranges of at most ``tile`` rows; a ``RowConcat``'s never straddle two parts."""
+def tile_bounds(pool: Any, tile: int, *, within_parts: bool = True) -> list[tuple[int, int]]:
+    """``[start, stop)`` row ranges of at most ``tile`` rows.
+
+    ``within_parts``: a ``RowConcat``'s tiles never straddle two parts, so each tile is a view of
+    one shard (no copy on CPU). Where tiles are copied anyway (to a GPU, into faiss), larger tiles
+    across parts are better.
+    """
     parts = getattr(pool, "parts", None)
-    sizes = [int(part.shape[0]) for part in parts] if isinstance(parts, list) else [int(pool.shape[0])]
+    split = within_parts and isinstance(parts, list)
+    sizes = [int(part.shape[0]) for part in parts] if split else [int(pool.shape[0])]
     bounds, offset = [], 0
     for size in sizes:
         bounds += [(offset + a, offset + min(a + tile, size)) for a in range(0, size, tile)]
@@ -254,7 +260,9 @@ def pool_tiles(
         return
 
     def read(bound: tuple[int, int]) -> np.ndarray:
-        return np.array(pool[bound[0] : bound[1]])  # a copy: the page-cache/disk reads overlap the GPU
+        block = np.asarray(pool[bound[0] : bound[1]])
+        # A view of a memory-mapped shard is copied here, so the page-cache/disk reads overlap the GPU.
+        return block if block.flags.owndata else np.array(block)
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as ex:
         pending = ex.submit(read, bounds[0]) if bounds else None
@@ -452,7 +460,7 @@ def exact_search(
     # The running top-kk as keys (unsorted), and per query the lowest score that can still enter it.
     run = torch.full((nq, kk), _NO_KEY, dtype=torch.int64, device=dev)
     entry = torch.full((nq,), float("-inf"), dtype=torch.float32, device=dev)
-    bounds = tile_bounds(pool, tile)
+    bounds = tile_bounds(pool, tile, within_parts=dev.type == "cpu")
     bar = progress_reporter(len(bounds), "search", "tiles", enabled=progress, rate_unit="cand", work_total=n)
     scratch = score_scratch(dev, min(qb, nq), max(b - a for a, b in bounds))
     try:
@@ -543,7 +551,7 @@ def faiss_search(
     tile = max(1, int(pool_tile or _FAISS_POOL_TILE))
     run_s = torch.full((nq, keep), float("-inf"), dtype=torch.float32)
     run_i = torch.full((nq, keep), -1, dtype=torch.int64)
-    bounds = tile_bounds(pool, tile)
+    bounds = tile_bounds(pool, tile, within_parts=False)  # faiss copies each tile: the larger the better
     bar = progress_reporter(len(bounds), "search (faiss)", "tiles", enabled=progress, rate_unit="cand", work_total=n)
     for start, stop in bounds:
         block = _to_tensor(pool[start:stop], cpu, torch.float32, bf16_bits).numpy()
