@@ -159,9 +159,8 @@ main() {
 
   local gpu_tests
   gpu_tests=$(grep -l "pytest.mark.gpu" tests/test_*.py | tr '\n' ' ')
-  local test_env=""
-  [ "$DEVICE" = cpu ] && test_env="MBENCH_GPU_TEST_DEVICE=cpu"
-  run_step pytest-gpu 130 bash -c "set -o pipefail; env $test_env python3 -m pytest -m gpu -v -rs -p no:cacheprovider --durations=15 $gpu_tests 2>&1 | tee '$OUT/pytest-gpu.txt'"
+  # Naming the device makes tests/test_gpu.py fail, not skip, where CUDA is not visible.
+  run_step pytest-gpu 130 bash -c "set -o pipefail; MBENCH_GPU_TEST_DEVICE=$DEVICE python3 -m pytest -m gpu -v -rs -p no:cacheprovider --durations=15 $gpu_tests 2>&1 | tee '$OUT/pytest-gpu.txt'"
 
   run_step mini-compare 130 python3 bench/gpu_mini_compare.py --device "$DEVICE" --out "$OUT/gpu-mini.md"
 
