@@ -194,6 +194,7 @@ def test_sort_key_round_trips_scores_and_orders_them() -> None:
     assert bool((keys[0, 1:] >= keys[0, :-1]).all()) and keys[0, 2] == keys[0, 3]
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_half_search_matches_cpu_on_integer_data() -> None:
     q, p, tie_rank = integer_case(8, nq=30, n=400, d=8)

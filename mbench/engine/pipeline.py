@@ -88,6 +88,15 @@ def _data_root_of(data: TaskData) -> Path | None:
     return source if source is not None and source.is_dir() else None
 
 
+def query_inputs(
+    meta: Any, spec: TaskSpec, qids: Sequence[str], policy: str, seed: int
+) -> tuple[list[str | None], str | None]:
+    """Each query's instruction (by the policy, if the model takes instructions) and the task's prompt for the model's family."""
+    instructions = resolve_instructions(spec.instructions if meta.uses_instructions else [], qids, policy, seed)
+    prompt = spec.prompts.get(meta.prompt_family) if meta.prompt_family else None
+    return instructions, prompt
+
+
 def retrieve(
     model: Any,
     spec: TaskSpec,
@@ -105,10 +114,7 @@ def retrieve(
     fetch = depth + (1 if data.excluded is not None else 0)
     qids = data.queries.ids
     meta = model.meta
-    instructions = resolve_instructions(
-        spec.instructions if meta.uses_instructions else [], qids, options.instruction_policy, options.seed
-    )
-    prompt = spec.prompts.get(meta.prompt_family) if meta.prompt_family else None
+    instructions, prompt = query_inputs(meta, spec, qids, options.instruction_policy, options.seed)
     prompts = [prompt] * len(qids)
     details = {
         "instructions": sorted({i for i in instructions if i is not None}),
