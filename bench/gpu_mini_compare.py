@@ -106,11 +106,11 @@ def run_on(device: str, commands: list[list[str]], work: Path) -> DeviceRuns:
     return runs
 
 
-def _scores_by_query(run_path: Path) -> dict[str, tuple[list[str], np.ndarray]]:
-    """qid -> (docids best first, their scores) of a TREC run file."""
-    from mbench.runfiles import read_trec_run
+def _scores_by_query(result: Path) -> dict[str, tuple[list[str], np.ndarray]]:
+    """qid -> (docids best first, their scores) of the run file of the result in ``result``."""
+    from mbench.results import read_result_run
 
-    run = read_trec_run(run_path)
+    run = read_result_run(result)
     out = {}
     for row, qid in enumerate(run.qids):
         kept = run.ranking[row] >= 0
@@ -120,9 +120,9 @@ def _scores_by_query(run_path: Path) -> dict[str, tuple[list[str], np.ndarray]]:
 
 def compare_retrieval(name: str, cpu_dir: Path, accel_dir: Path) -> Comparison:
     """Scores, order and metrics of one retrieval result on both devices."""
-    from mbench.results import PER_QUERY_FILE, RUN_FILE, read_per_query, read_result
+    from mbench.results import PER_QUERY_FILE, read_per_query, read_result
 
-    cpu_run, accel_run = _scores_by_query(cpu_dir / RUN_FILE), _scores_by_query(accel_dir / RUN_FILE)
+    cpu_run, accel_run = _scores_by_query(cpu_dir), _scores_by_query(accel_dir)
     problems = []
     if set(cpu_run) != set(accel_run):
         problems.append(f"the runs rank different queries ({len(cpu_run)} vs {len(accel_run)})")
@@ -142,13 +142,13 @@ def compare_retrieval(name: str, cpu_dir: Path, accel_dir: Path) -> Comparison:
     if swaps:
         problems.append(f"{swaps} candidate(s) out of the CPU's order beyond near ties ({NEAR_TIE})")
     cpu_result, accel_result = read_result(cpu_dir), read_result(accel_dir)
-    comparison = Comparison(name, int(cpu_result.get("n_queries", 0)), deviation, swaps, problems=problems)
+    comparison = Comparison(name, cpu_result.n_queries or 0, deviation, swaps, problems=problems)
     if (cpu_dir / PER_QUERY_FILE).exists() and (accel_dir / PER_QUERY_FILE).exists():
         cpu_table = read_per_query(cpu_dir / PER_QUERY_FILE).set_index("qid").sort_index()
         accel_table = read_per_query(accel_dir / PER_QUERY_FILE).set_index("qid").sort_index()
-        for metric, value in sorted(cpu_result["metrics"].items()):
+        for metric, value in sorted(cpu_result.metrics.items()):
             differing = int((cpu_table[metric] != accel_table[metric]).sum()) if metric in cpu_table else -1
-            comparison.metric_rows.append((metric, value, accel_result["metrics"].get(metric, float("nan")), differing))
+            comparison.metric_rows.append((metric, value, accel_result.metrics.get(metric, float("nan")), differing))
     return comparison
 
 
@@ -156,8 +156,7 @@ def compare_rerank(name: str, cpu_dir: Path, accel_dir: Path) -> Comparison:
     """P("True") of every reranked pair, and the metrics, of one rerank result on both devices."""
     import pandas as pd
 
-    from mbench.engine.rerank import RERANK_SCORES_FILE
-    from mbench.results import read_result
+    from mbench.results import RERANK_SCORES_FILE, read_result
 
     cpu = pd.read_parquet(cpu_dir / RERANK_SCORES_FILE).set_index(["qid", "docid"])["score"]
     accel = pd.read_parquet(accel_dir / RERANK_SCORES_FILE).set_index(["qid", "docid"])["score"]
@@ -171,24 +170,26 @@ def compare_rerank(name: str, cpu_dir: Path, accel_dir: Path) -> Comparison:
     elif deviation > PROB_TOL:
         problems.append(f'a P("True") moved by {deviation:.4f} (tolerance {PROB_TOL})')
     cpu_result, accel_result = read_result(cpu_dir), read_result(accel_dir)
-    comparison = Comparison(name, int(cpu_result.get("n_queries", 0)), deviation, 0, problems=problems,
+    comparison = Comparison(name, cpu_result.n_queries or 0, deviation, 0, problems=problems,
                             note=f"{len(joined)} pairs reranked on both devices, {len(cpu) - len(joined)} on the CPU only, "
                                  f"{len(accel) - len(joined)} on the accelerator only")
-    for metric, value in sorted(cpu_result["metrics"].items()):
-        comparison.metric_rows.append((metric, value, accel_result["metrics"].get(metric, float("nan")), -1))
+    for metric, value in sorted(cpu_result.metrics.items()):
+        comparison.metric_rows.append((metric, value, accel_result.metrics.get(metric, float("nan")), -1))
     return comparison
 
 
 def compare_all(cpu_results: Path, accel_results: Path) -> list[Comparison]:
     """Every result of the CPU run against the result at the same path of the accelerator's run."""
+    from mbench.results import RESULT_FILE, read_result
+
     out = []
-    for result in sorted(cpu_results.rglob("result.json")):
+    for result in sorted(cpu_results.rglob(RESULT_FILE)):
         relative = result.parent.relative_to(cpu_results)
         accel_dir = accel_results / relative
         name = "/".join(relative.parts[2:])  # task/pool[/rerank-...], without model and fingerprint
-        if not (accel_dir / "result.json").exists():
+        if not (accel_dir / RESULT_FILE).exists():
             out.append(Comparison(name, 0, float("nan"), 0, problems=["no result on the accelerator"]))
-        elif relative.name.startswith("rerank-"):
+        elif read_result(result.parent).kind == "rerank":
             out.append(compare_rerank(name, result.parent, accel_dir))
         else:
             out.append(compare_retrieval(name, result.parent, accel_dir))

@@ -185,7 +185,7 @@ def test_check_model_passes_on_the_accelerator(family: str, model_dirs, mini_cac
 
 def test_store_round_trips_bf16_embeddings_from_the_accelerator_bit_for_bit(tmp_path: Path) -> None:
     from mbench.engine.search import exact_search
-    from mbench.engine.store import EmbeddingStore
+    from mbench.engine.cache.store import EmbeddingStore
 
     torch.manual_seed(0)
     emitted = torch.nn.functional.normalize(torch.randn(300, 64), dim=1).to(ACCELERATOR, torch.bfloat16)
