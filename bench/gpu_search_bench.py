@@ -303,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dims", default="768,4096", help="comma-separated embedding dimensions")
     parser.add_argument("--pool-size", type=int, default=GLOBAL_POOL)
     parser.add_argument("--queries", type=int, default=FULL_QUERIES)
-    parser.add_argument("--budget-s", type=float, default=150.0,
+    parser.add_argument("--budget-s", type=float, default=80.0,
                         help="per d, the most seconds for search plus floor; more predicted: time a prefix of the queries")
     parser.add_argument("--k", type=int, default=100)
     parser.add_argument("--check-queries", type=int, default=64, help="sampled queries checked against fp32 references")

@@ -92,7 +92,7 @@ def unit_vectors(n: int, dim: int, seed: int, chunk: int = 262144) -> np.ndarray
 
 def store_pool(root: Path, n: int, dim: int, seed: int, shard_size: int) -> Any:
     """The pool as the store serves it to search: a ``RowConcat`` of memory-mapped shards (reused if present)."""
-    from mbench.engine.store import EmbeddingStore
+    from mbench.engine.cache.store import EmbeddingStore
 
     store = EmbeddingStore(root)
     key = f"{seed:08x}{n:016x}{dim:08x}{shard_size:08x}"  # one entry per bench configuration

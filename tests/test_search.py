@@ -9,6 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from mbench.engine.cache.store import RowConcat
 from mbench.engine.search import (
     _pack,
     _unpack_scores,
@@ -17,7 +18,6 @@ from mbench.engine.search import (
     search,
     tile_bounds,
 )
-from mbench.engine.store import RowConcat
 from mbench.errors import MbenchError
 
 

@@ -78,6 +78,17 @@ def _torch_dtype(name: Any) -> torch.dtype:
     return aliases[key]
 
 
+def _compute_dtype(pool: Any, dev: torch.device, compute_dtype: Any, bf16_bits: bool = False) -> torch.dtype:
+    """fp32 on CPU (never a down-cast there); on CUDA the asked dtype, else the pool's."""
+    import torch
+
+    if dev.type == "cpu":
+        if compute_dtype is not None and _torch_dtype(compute_dtype) != torch.float32:
+            raise ValueError("search on CPU computes in fp32; fp16/bf16 compute needs a CUDA device")
+        return torch.float32
+    return _torch_dtype(compute_dtype) if compute_dtype is not None else _source_dtype(pool, bf16_bits)
+
+
 def _source_dtype(array: Any, bf16_bits: bool) -> torch.dtype:
     """The dtype of the values an array holds (uint16 with ``bf16_bits``: bf16)."""
     import torch
@@ -162,28 +173,17 @@ def _tie_ranks(tie_rank: Any, n: int, device: torch.device) -> tuple[torch.Tenso
     return ranks, inverse
 
 
-def _exclude_tensor(exclude: Any, nq: int, device: torch.device) -> torch.Tensor | None:
-    import torch
+def _without_excluded(search_fn: Any, exclude: Any, nq: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``search_fn(k + 1)`` with each query's excluded index dropped (``engine.ranking.drop_excluded``, the
+    harness's one exclusion rule): the k best of the rest, since at most one of the k + 1 is dropped."""
+    from mbench.engine.ranking import drop_excluded
 
-    if exclude is None:
-        return None
-    ex = torch.as_tensor(np.asarray(exclude) if not isinstance(exclude, torch.Tensor) else exclude)
-    ex = ex.to(device=device, dtype=torch.int64)
+    ex = np.asarray(exclude.cpu() if hasattr(exclude, "cpu") else exclude, dtype=np.int64)
     if ex.shape != (nq,):
         raise ValueError(f"exclude needs one pool index per query ({nq}), got shape {tuple(ex.shape)}")
-    return ex
-
-
-def _mask_excluded(scores: torch.Tensor, ex: torch.Tensor | None, start: int) -> None:
-    """Set each query's excluded candidate (if in this tile) to -inf, in place."""
-    import torch
-
-    if ex is None:
-        return
-    local = ex - start
-    rows = torch.nonzero((ex >= 0) & (local >= 0) & (local < scores.shape[1])).flatten()
-    if rows.numel():
-        scores[rows, local[rows]] = float("-inf")
+    scores, indices = search_fn(k + 1)
+    scores, indices = drop_excluded(scores, indices, ex, k)
+    return np.ascontiguousarray(scores, dtype=np.float32), np.ascontiguousarray(indices)
 
 
 def matmul_fp32(q: torch.Tensor, tile: torch.Tensor, scratch: torch.Tensor | None = None) -> torch.Tensor:
@@ -305,7 +305,7 @@ def _tile_keys(
     # The passing groups' scores; keep those reaching the entry score (ties included).
     vals = torch.index_select(scores.view(-1, g), 0, row * n_groups + grp)
     keep = vals >= entry[row].unsqueeze(1)
-    if bool(torch.isneginf(entry).any()):  # excluded and padding scores (-inf) are no candidates
+    if bool(torch.isneginf(entry).any()):  # padding scores (-inf) are no candidates
         keep &= vals > float("-inf")
     pair, member = torch.nonzero(keep, as_tuple=True)
     if pair.numel() == 0:
@@ -419,10 +419,10 @@ def exact_search(
 
     ``pool``: array, memmap, ``RowConcat`` or tensor ``[n, d]`` in fp32, fp16 or bf16 (a tensor,
     or uint16 bit patterns with ``bf16_bits=True``). ``tie_rank``: int64 permutation, larger
-    ranks first among equal scores. ``exclude``: per query one pool index to drop (-1: none); k
-    results are still returned. Fewer than k candidates: padded with -1 and -inf.
-    ``compute_dtype``: CPU computes in fp32 only; CUDA defaults to the pool's dtype (fp16/bf16
-    inputs, fp32 accumulation). ``group``: columns per pruning group (any value gives the same
+    ranks first among equal scores. ``exclude``: per query one pool index to drop (-1: none), by
+    the harness's one exclusion rule on a search one deeper; k results are still returned. Fewer
+    than k candidates: padded with -1 and -inf. ``compute_dtype``: CPU computes in fp32 only;
+    CUDA defaults to the pool's dtype (fp16/bf16 inputs, fp32 accumulation). ``group``: columns per pruning group (any value gives the same
     result). ``progress``: report pool tiles done and candidates/s on stderr.
     """
     import torch
@@ -433,17 +433,19 @@ def exact_search(
         raise ValueError(f"k must be >= 1, got {k}")
     if group < 1:
         raise ValueError(f"group must be >= 1, got {group}")
+    if exclude is not None:
+        return _without_excluded(
+            lambda width: exact_search(queries, pool, width, tie_rank=tie_rank, device=device, compute_dtype=compute_dtype,
+                                       query_batch=query_batch, pool_tile=pool_tile, group=group, bf16_bits=bf16_bits,
+                                       progress=progress),
+            exclude, int(queries.shape[0]), k,
+        )
     dev = torch.device(device)
     n, d = int(pool.shape[0]), int(pool.shape[1])
     nq = int(queries.shape[0])
     if nq and int(queries.shape[1]) != d:
         raise MbenchError(f"query embeddings have dimension {queries.shape[1]}, the pool has {d}")
-    if dev.type == "cpu":
-        dtype = torch.float32
-        if compute_dtype is not None and _torch_dtype(compute_dtype) != torch.float32:
-            raise ValueError("search on CPU computes in fp32; fp16/bf16 compute needs a CUDA device")
-    else:
-        dtype = _torch_dtype(compute_dtype) if compute_dtype is not None else _source_dtype(pool, bf16_bits)
+    dtype = _compute_dtype(pool, dev, compute_dtype, bf16_bits)
     default_qb, default_tile = default_tiles(dev, nq)
     qb = max(1, int(query_batch or default_qb))
     tile = max(1, int(pool_tile or default_tile))
@@ -451,7 +453,6 @@ def exact_search(
     q = _to_tensor(queries, dev, dtype, bf16_bits)
     _check_queries(q)
     ranks, inverse = _tie_ranks(tie_rank, n, dev)
-    ex = _exclude_tensor(exclude, nq, dev)
     kk = min(k, n)
     if nq == 0 or n == 0:
         empty = torch.zeros((nq, 0), dtype=torch.float32)
@@ -469,7 +470,6 @@ def exact_search(
                 for qs in range(0, nq, qb):
                     rows = slice(qs, qs + qb)
                     scores = matmul_fp32(q[rows], block, scratch)
-                    _mask_excluded(scores, None if ex is None else ex[rows], start)
                     found = _tile_keys(scores, start, entry[rows], kk, group, ranks)
                     if found is None:
                         continue
@@ -532,6 +532,12 @@ def faiss_search(
 
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
+    if exclude is not None:
+        return _without_excluded(
+            lambda width: faiss_search(queries, pool, width, tie_rank=tie_rank, device=device, pool_tile=pool_tile,
+                                       margin=margin, bf16_bits=bf16_bits, progress=progress),
+            exclude, int(queries.shape[0]), k,
+        )
     n, d = int(pool.shape[0]), int(pool.shape[1])
     cpu = torch.device("cpu")
     qnp = _to_tensor(queries.detach() if isinstance(queries, torch.Tensor) else queries, cpu, torch.float32, bf16_bits).numpy()
@@ -540,8 +546,7 @@ def faiss_search(
         raise MbenchError(f"query embeddings have dimension {qnp.shape[1]}, the pool has {d}")
     _check_queries(torch.from_numpy(qnp))
     ranks, _ = _tie_ranks(tie_rank, n, cpu)
-    ex = _exclude_tensor(exclude, nq, cpu)
-    keep = min(k + max(0, margin) + (0 if ex is None else 1), n)
+    keep = min(k + max(0, margin), n)
     if nq == 0 or n == 0:
         empty = torch.zeros((nq, 0), dtype=torch.float32)
         return _finish(empty, empty.long(), k)
@@ -571,22 +576,23 @@ def faiss_search(
         del index
         bar.update(1, work=stop - start)
     bar.close()
-    cut = run_s[:, keep - 1].clone()  # the score where faiss's answer was cut, before exclusion
-    if ex is not None:
-        hit = run_i == ex.unsqueeze(1)
-        run_s = torch.where(hit, torch.full_like(run_s, float("-inf")), run_s)
-        run_s, order = torch.sort(run_s, dim=1, descending=True, stable=True)
-        run_i = torch.gather(run_i, 1, order)
+    cut = run_s[:, keep - 1].clone()  # the score where faiss's answer was cut
     out_s, out_i = _pad_cols(*_order_exact(run_s, run_i, ranks, k), k)
     if keep < n:
         kth = run_s[:, min(k, keep) - 1]
         redo = torch.nonzero((kth == cut) & torch.isfinite(kth)).flatten().numpy()
         if redo.size:
-            fix_s, fix_i = exact_search(
-                qnp[redo], pool, k, tie_rank=ranks.numpy(), exclude=None if ex is None else ex.numpy()[redo], bf16_bits=bf16_bits
-            )
+            fix_s, fix_i = exact_search(qnp[redo], pool, k, tie_rank=ranks.numpy(), bf16_bits=bf16_bits)
             out_s[redo], out_i[redo] = torch.from_numpy(fix_s), torch.from_numpy(fix_i)
     return _finish(out_s, out_i, k)
+
+
+def search_compute_dtype(pool: Any, *, backend: str = "torch", device: str | Any = "cpu", compute_dtype: Any = None) -> str:
+    """The dtype ``search`` multiplies in (``float32``, ``float16`` or ``bfloat16``; sums are fp32), for result.json."""
+    import torch
+
+    dtype = _compute_dtype(pool, torch.device(device), compute_dtype) if backend == "torch" else torch.float32
+    return str(dtype).removeprefix("torch.")
 
 
 def search(queries: Any, pool: Any, k: int, *, backend: str = "torch", **options: Any) -> tuple[np.ndarray, np.ndarray]:
