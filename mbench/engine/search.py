@@ -8,21 +8,22 @@ Every candidate is compared by one int64 key ``(order-preserving bits of the fp3
 tie_rank``, so the running top-k is exact by construction, ties included. Packing a key for every
 score of a tile would cost as much as the matmul, so each score tile is pruned first, exactly:
 
-* the tile's columns are split into groups of ``group`` (column ``c`` is in group ``c mod n_groups``,
-  so the group maximum is an elementwise max of contiguous row slices) and each group's max taken;
+* the tile's columns are split into runs of ``group`` adjacent columns and each run's max taken
+  (one read of the score tile, the only full pass the selection makes);
 * a score below the lowest score of a full running top-k cannot enter it, and a score below the
   k-th largest group max of the tile cannot either (the top k groups hold k scores at least that
   large), so only groups whose max reaches the larger of the two bounds are gathered;
 * within them only scores reaching the bound get a key. Equal scores are never pruned, so the tie
-  rule decides them. After the first tiles few groups pass, and the selection costs a read of the
-  score tile.
+  rule decides them. After the first tiles few groups pass: gathering them is one short row copy
+  each, and only the queries that got candidates merge them into their running top-k.
 
 Scores are accumulated in fp32: CPU computes in fp32 end to end (fp16 and bf16 pools are upcast,
 which is exact); CUDA multiplies fp16/bf16 inputs with fp32 accumulation and fp32 output. The pool
-may be a numpy array, a ``np.memmap``, a ``RowConcat`` of store shards (tiles never straddle two
-shards, so an fp32 shard is multiplied in place, without a copy) or a tensor; it is streamed tile
-by tile (outer loop) so each tile is read and moved once, and a pool larger than device memory
-works. bf16 stored as raw 16-bit patterns (numpy has no bf16) is read with ``bf16_bits=True``.
+may be a numpy array, a ``np.memmap``, a ``RowConcat`` of store shards (on CPU tiles never
+straddle two shards, so an fp32 shard is multiplied in place, without a copy) or a tensor; it is
+streamed tile by tile (outer loop) so each tile is read and moved once, and a pool larger than
+device memory works. On CPU the scores of every tile go into one reused buffer. bf16 kept as raw
+16-bit patterns (numpy has no bf16) is read with ``bf16_bits=True``.
 
 Tile and batch sizes do not change the result: the selection is exact given the scores, and on
 CPU every matmul is given at least ``MIN_GEMM_ROWS`` rows per operand (zero-padded) because the
