@@ -90,6 +90,15 @@ def _data_root_of(data: TaskData) -> Path | None:
     return source if source is not None and source.is_dir() else None
 
 
+def query_inputs(
+    meta: Any, spec: TaskSpec, qids: Sequence[str], policy: str, seed: int
+) -> tuple[list[str | None], str | None]:
+    """Each query's instruction (by the policy, if the model takes instructions) and the task's prompt for the model's family."""
+    instructions = resolve_instructions(spec.instructions if meta.uses_instructions else [], qids, policy, seed)
+    prompt = spec.prompts.get(meta.prompt_family) if meta.prompt_family else None
+    return instructions, prompt
+
+
 def retrieve(
     model: Any,
     spec: TaskSpec,
@@ -107,10 +116,7 @@ def retrieve(
     fetch = depth + (1 if data.excluded is not None else 0)
     qids = data.queries.ids
     meta = model.meta
-    instructions = resolve_instructions(
-        spec.instructions if meta.uses_instructions else [], qids, options.instruction_policy, options.seed
-    )
-    prompt = spec.prompts.get(meta.prompt_family) if meta.prompt_family else None
+    instructions, prompt = query_inputs(meta, spec, qids, options.instruction_policy, options.seed)
     prompts = [prompt] * len(qids)
     details = {
         "instructions": sorted({i for i in instructions if i is not None}),
@@ -186,7 +192,7 @@ def retrieve(
 
     def search_rows(rows: np.ndarray, depth_wanted: int) -> tuple[np.ndarray, np.ndarray]:
         return search(queries[rows], pool, depth_wanted, backend=options.search_backend, tie_rank=tie,
-                      device=options.device)
+                      device=options.device, progress=options.progress)
 
     def first_pass() -> tuple[np.ndarray, np.ndarray] | None:
         if world.size == 1:
@@ -197,7 +203,7 @@ def retrieve(
         local_tie = np.argsort(np.argsort(tie[start:stop], kind="stable"), kind="stable")
         part_scores, part_indices = (
             search(queries, pool[start:stop], min(width, stop - start), backend=options.search_backend,
-                   tie_rank=local_tie, device=options.device) if stop > start
+                   tie_rank=local_tie, device=options.device, progress=options.progress) if stop > start
             else (np.zeros((len(qids), 0), np.float32), np.zeros((len(qids), 0), np.int64))
         )
         parts = world.gather((part_scores, np.where(part_indices >= 0, part_indices + start, -1)))

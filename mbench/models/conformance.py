@@ -28,6 +28,16 @@ HALF_TOLERANCE = 2e-2
 SAMPLE_INSTRUCTION = "Retrieve the candidate that best matches the query."
 
 
+def default_tolerance(device: str, dtype: str | None) -> float:
+    """HALF_TOLERANCE where the plugin computes in half precision, else FP32_TOLERANCE.
+
+    Half precision: an explicit fp16/bf16 dtype, or any CUDA device, where retrievers encode under
+    bf16 autocast and the LLaVA-based families load bf16 weights unless told otherwise.
+    """
+    half = dtype in ("float16", "bfloat16") or str(device).startswith("cuda")
+    return HALF_TOLERANCE if half else FP32_TOLERANCE
+
+
 @dataclass(frozen=True)
 class CheckResult:
     """The outcome of one conformance check."""
