@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("mbench.commands.compare", "B - A per task with a paired bootstrap CI and a sign-flip test p-value"),
     "plot": ("mbench.commands.plot", "PNG figures of a leaderboard: grouped bars with published markers, modality accuracy"),
     "cache": ("mbench.commands.cache", "inspect, verify and clean the embedding cache (ls | verify | gc)"),
+    "export": ("mbench.commands.export", "write results in another tool's format: mteb's result files (--format mteb)"),
     "sweep": ("mbench.commands.sweep", "expand a sweep YAML (models x checkpoints x tasks x pools x policies) into runs: local, Slurm or --dry-run"),
 }
 
