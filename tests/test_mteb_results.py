@@ -43,6 +43,30 @@ def test_mbench_metrics_map_to_mtebs_keys_and_map_at_k_has_none(metric: str, key
     assert mteb_metric_key(metric) == key
 
 
+def test_every_shipped_mteb_task_is_the_mteb_task_reading_its_dataset() -> None:
+    from mbench.interop.mteb_tasks import find_mteb_task
+    from mbench.tasks.index import get_index
+
+    index = get_index()
+    names = {}
+    for task in index.expand(["mteb.retrieval15"]):
+        found, why = find_mteb_task(index.task(task))
+        assert found is not None, why
+        names[task] = found.metadata.name
+    assert len(names) == 26  # 14 tasks + CQADupStack's 12 subforums
+    assert names["mteb.scifact"] == "SciFact" and names["mteb.quora"] == "QuoraRetrieval"
+    assert names["mteb.msmarco"] == "MSMARCO" and names["mteb.cqadupstack.android"] == "CQADupstackAndroidRetrieval"
+
+
+def test_a_task_that_scores_identical_ids_differently_is_not_the_mteb_task() -> None:
+    from mbench.interop.mteb_tasks import find_mteb_task
+    from mbench.tasks.index import get_index
+
+    arguana = get_index().task("mteb.arguana").model_copy(update={"ignore_identical_ids": False})
+    assert find_mteb_task(arguana) == (
+        None, "mteb's ArguAna has ignore_identical_ids=True, task mteb.arguana has False")
+
+
 def test_export_writes_mtebs_layout_that_mtebs_loader_reads_back(tmp_path: Path, capsys) -> None:
     source = _minilm_result(tmp_path / "results")
     assert _export(str(tmp_path / "results"), "--format", "mteb", "--out", str(tmp_path / "cache" / "results")) == 0

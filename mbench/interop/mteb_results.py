@@ -101,8 +101,13 @@ def _why_not_exported(record: dict[str, Any]) -> str | None:
     return None
 
 
-def plan_export(found: Iterable[Any], out: Path, tasks_dirs: Sequence[str | Path] = ()) -> tuple[list[Any], list[Skipped]]:
+def plan_export(
+    found: Iterable[Any], out: Path, tasks_dirs: Sequence[str | Path] = ()
+) -> tuple[list[_Planned], list[Skipped]]:
     """Which results become which mteb files: (planned writes, skipped results); two results for one file is an error."""
+    from mbench.models.builtin.mteb_encoder import mteb_version
+
+    mteb_version()
     from mteb import TaskResult
 
     from mbench.interop.mteb_tasks import find_mteb_task
@@ -157,7 +162,7 @@ class _Planned:
     main_score: float
 
 
-def write_export(planned: Sequence[Any]) -> list[Exported]:
+def write_export(planned: Sequence[_Planned]) -> list[Exported]:
     """Write the planned task files and each revision folder's ``model_meta.json`` (every file atomically)."""
     written = []
     metas: dict[Path, tuple[str, str]] = {}

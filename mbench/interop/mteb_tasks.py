@@ -52,7 +52,12 @@ def find_mteb_task(spec: TaskSpec) -> tuple[Any | None, str]:
         return None, f"mteb evaluates {', '.join(names)} on other splits than {spec.split!r} (task {spec.name})"
     if len(on_split) > 1:
         return None, f"several mteb tasks read {spec.hf_dataset}@{spec.revision}: {', '.join(names)} (task {spec.name})"
-    return on_split[0], ""
+    task = on_split[0]
+    if bool(task.ignore_identical_ids) != spec.ignore_identical_ids:
+        # The same rankings would score differently: one side drops the document sharing the query's id.
+        return None, (f"mteb's {task.metadata.name} has ignore_identical_ids={bool(task.ignore_identical_ids)}, "
+                      f"task {spec.name} has {spec.ignore_identical_ids}")
+    return task, ""
 
 
 def local_beir_task(mteb_name: str, folder: Path | str, *, name: str | None = None) -> Any:
