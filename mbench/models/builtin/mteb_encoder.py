@@ -193,7 +193,7 @@ class MtebRetriever:
                 type="Retrieval",
                 category=f"{side}2{side}",  # type: ignore[arg-type]
                 modalities=modality.split(","),  # type: ignore[arg-type]
-                eval_langs=["eng-Latn"],
+                eval_langs=["eng-Latn"],  # mteb requires one; every task mbench ships is English
                 main_score="ndcg_at_10",
                 dataset={"path": "mbench/task", "revision": "none"},
                 prompt=None if instruction is None else {"query": instruction},
