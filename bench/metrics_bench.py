@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
 import sys
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from mbench.metrics import Relevance, evaluate  # noqa: E402
 from machine_facts import machine_facts  # noqa: E402  (bench/ is on sys.path when run as a script)
+from bench_protocol import LoadRecord, alternating_orders, median, write_refusal  # noqa: E402
 
 METRICS = ["hit@5", "recall@10", "ndcg@10", "map_cut@10", "mrr@10"]
 # mbench name -> pytrec_eval measure. hit@5 is trec_eval's success_5 (1 if a relevant
@@ -193,12 +193,15 @@ def machine() -> dict[str, str]:
     }
 
 
-def write_report(path: Path, args: argparse.Namespace, info: dict, times: dict, gaps: dict, means: dict) -> None:
+def write_report(
+    path: Path, args: argparse.Namespace, info: dict, times: dict, runs: dict, gaps: dict, means: dict, load: LoadRecord
+) -> None:
     """The recorded result: machine, command, times and ratios."""
     lines = [
         "# Metrics benchmark",
         "",
-        "Recorded by `bench/metrics_bench.py` (one process, one run).",
+        "Recorded by `bench/metrics_bench.py` (one process; the libraries run in alternating order over the "
+        "repeats and each one's median is quoted).",
         "",
         "## Command",
         "",
@@ -209,7 +212,7 @@ def write_report(path: Path, args: argparse.Namespace, info: dict, times: dict, 
         "## Machine",
         "",
         *[f"- {key}: {value}" for key, value in info.items()],
-        f"- load average at the end of the run: {load_average()}",
+        f"- {load.describe()}" + (" (recorded with --allow-noisy)" if load.noisy else ""),
         "",
         "## Workload",
         "",
@@ -235,8 +238,10 @@ def write_report(path: Path, args: argparse.Namespace, info: dict, times: dict, 
         "",
         "## Times",
         "",
-        "| implementation | wall s | CPU s | wall ratio to mbench | CPU ratio to mbench | largest per-query gap |",
-        "|---|---:|---:|---:|---:|---:|",
+        f"Median of {args.repeats} repeats (the runs' wall seconds in the last column).",
+        "",
+        "| implementation | wall s | CPU s | wall ratio to mbench | CPU ratio to mbench | largest per-query gap | runs (wall s) |",
+        "|---|---:|---:|---:|---:|---:|---|",
     ]
     base_wall, base_cpu = times["mbench"]
     for label in ("mbench", "pytrec_eval", "ranx"):
@@ -244,19 +249,12 @@ def write_report(path: Path, args: argparse.Namespace, info: dict, times: dict, 
             continue
         wall, cpu = times[label]
         gap = "-" if label == "mbench" else f"{gaps[label]:.1e}"
-        lines.append(f"| {label} | {wall:.3f} | {cpu:.3f} | {wall / base_wall:.1f}x | {cpu / base_cpu:.1f}x | {gap} |")
+        listed = ", ".join(f"{w:.3f}" for w, _ in runs[label])
+        lines.append(f"| {label} | {wall:.3f} | {cpu:.3f} | {wall / base_wall:.1f}x | {cpu / base_cpu:.1f}x | {gap} | {listed} |")
     lines += ["", "## Means (mbench)", "", "| metric | value |", "|---|---:|"]
     lines += [f"| {name} | {value:.6f} |" for name, value in means.items()]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
-
-
-def load_average() -> str:
-    """The 1, 5 and 15 minute load averages (other work on the host skews wall times)."""
-    try:
-        return ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "unknown"
 
 
 def report_line(label: str, times: dict) -> str:
@@ -282,7 +280,11 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="write the report (default path bench/results/metrics.md; full-size runs write it by default)",
     )
+    parser.add_argument("--repeats", type=int, default=3, help="runs per library, in alternating order (median quoted)")
+    parser.add_argument("--allow-noisy", action="store_true", help="write even if the load average exceeded the core count")
     args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error("--repeats must be >= 1")
     if args.write is None and args.queries == 190_000 and not args.skip:
         args.write = REPO_ROOT / "bench" / "results" / "metrics.md"
 
@@ -294,29 +296,41 @@ def main(argv: list[str] | None = None) -> int:
     rows, cands, grades = rows[shuffle], cands[shuffle], grades[shuffle]
     print(f"{args.queries:,} queries x top-{args.depth}, {cands.size:,} judgments, pool {args.pool:,}")
 
+    methods = {"mbench": time_mbench, "pytrec_eval": time_pytrec_eval, "ranx": time_ranx}
+    methods = {name: fn for name, fn in methods.items() if name not in args.skip}
     times: dict = {}
-    gaps: dict[str, float] = {}
-    times["mbench"], reference = time_mbench(ranking, rows, cands, grades)
-    print(report_line("mbench", times))
-    if "pytrec_eval" not in args.skip:
-        times["pytrec_eval"], values = time_pytrec_eval(ranking, rows, cands, grades)
-        gaps["pytrec_eval"] = assert_same(reference, values, "pytrec_eval")
-        del values
-        gc.collect()
-        print(report_line("pytrec_eval", times))
-    if "ranx" not in args.skip:
+    if "ranx" in methods:
         times["ranx warm-up"] = warm_up_ranx(ranking, relevance)
-        times["ranx"], values = time_ranx(ranking, rows, cands, grades)
-        gaps["ranx"] = assert_same(reference, values, "ranx")
-        del values
-        print(report_line("ranx", times))
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in methods}
+    values: dict[str, dict[str, np.ndarray]] = {}
+    load = LoadRecord()
+    for order in alternating_orders(list(methods), args.repeats):
+        for name in order:
+            clock, values[name] = methods[name](ranking, rows, cands, grades)
+            runs[name].append(clock)
+            print(f"  {name:12s} wall {clock[0]:8.3f} s   CPU {clock[1]:8.3f} s", flush=True)
+            gc.collect()
+    load.stop()
+    for name, clocks in runs.items():
+        times[name] = (median([w for w, _ in clocks]), median([c for _, c in clocks]))
+    reference = values["mbench"]
+    gaps = {name: assert_same(reference, other, name) for name, other in values.items() if name != "mbench"}
+    for name in runs:
+        print(report_line(name, times))
     print(f"values equal per query to {TOLERANCE:g}; largest gaps: {gaps}")
-    means = {name: float(values.mean()) for name, values in reference.items()}
+    means = {name: float(per_query.mean()) for name, per_query in reference.items()}
     # Equal values prove little if they are all zero: the planted relevant candidates must show.
     assert means["hit@5"] > 0.3 and means["ndcg@10"] > 0.05, means
     print("means: " + ", ".join(f"{name}={value:.4f}" for name, value in means.items()))
+    print(f"RESULT metrics: mbench {times['mbench'][0]:.3f} s wall (median of {args.repeats}); "
+          + ", ".join(f"{name} {times[name][0] / times['mbench'][0]:.1f}x" for name in runs if name != "mbench")
+          + f"; {load.describe()}")
     if args.write is not None:
-        write_report(args.write, args, machine(), times, gaps, means)
+        refusal = write_refusal(load, args.allow_noisy)
+        if refusal:
+            print(refusal, file=sys.stderr)
+            return 3
+        write_report(args.write, args, machine(), times, runs, gaps, means, load)
         print(f"wrote {args.write}")
     return 0
 

@@ -2,43 +2,25 @@
 
 Inputs are a ranked matrix of candidate indices per query (``-1`` pads rankings shorter than
 the matrix), graded relevance as a CSR structure over candidate indices, and optionally a
-candidate-modality array and a per-query target. Definitions (DESIGN.md section 7):
+candidate-modality array and a per-query target. ``METRICS`` is the registry: one entry per
+metric family with its definition, the reference it matches (trec_eval's name where it has one)
+and its computation; ``evaluate`` and the documentation's table (``metrics_table``) both read it,
+so adding a metric is adding one entry.
 
-========================  ====================================================================
-``hit@k``                 1 if any relevant candidate is in the top k (UniIR "Recall@k")
-``recall@k``              |relevant in top k| / |relevant|            (trec_eval ``recall_k``)
-``precision@k``           |relevant in top k| / k                     (trec_eval ``P_k``)
-``ndcg@k``                linear-gain nDCG, ideal from the judgments  (trec_eval ``ndcg_cut_k``)
-``map@k``                 sum_{i<=k} P@i rel_i / min(|relevant|, k)   (CIRCO's official mAP@k)
-``map_cut@k``             sum_{i<=k} P@i rel_i / |relevant|           (trec_eval ``map_cut_k``)
-``mrr@k``                 1 / rank of the first relevant within k, else 0
-``modality_acc@k``        share of the top k whose modality is the task's candidate modality
-``circo_recall@k``        1 if the query's single target is in the top k (CIRCO Recall@k)
-========================  ====================================================================
-
-A candidate is relevant when its grade is > 0; nDCG uses grades as linear gains and negative
-grades count as 0. A query with no relevant candidate scores 0 everywhere.
+A candidate is relevant when its grade is >= the relevance level (1 unless asked: trec_eval's
+``-l``); nDCG ignores the level, as trec_eval's ``ndcg_cut`` does: grades > 0 are linear gains
+and negative grades count as 0. A query with judgments but no relevant candidate scores 0 on
+every binary metric (and nDCG 0 when no grade is positive) and is averaged in, as trec_eval does.
 """
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
-METRIC_FAMILIES = (
-    "hit",
-    "recall",
-    "precision",
-    "ndcg",
-    "map",
-    "map_cut",
-    "mrr",
-    "modality_acc",
-    "circo_recall",
-)
 
 _METRIC_RE = re.compile(r"^([a-z_]+)@([0-9]+)$")
 
@@ -59,7 +41,7 @@ class Metric:
 def parse_metric(name: str) -> Metric:
     """Parse ``family@k`` into a Metric, with an error listing the known families."""
     match = _METRIC_RE.match(name.strip())
-    if not match or match.group(1) not in METRIC_FAMILIES:
+    if not match or match.group(1) not in METRICS:
         raise ValueError(
             f"unknown metric {name!r}: expected FAMILY@K with FAMILY one of {', '.join(METRIC_FAMILIES)}"
         )
@@ -111,9 +93,9 @@ class Relevance:
         """The query row of every stored judgment."""
         return np.repeat(np.arange(self.n_queries, dtype=np.int64), np.diff(self.indptr))
 
-    def num_relevant(self) -> np.ndarray:
-        """Per query, the number of candidates with grade > 0."""
-        return np.bincount(self.row_ids()[self.grades > 0], minlength=self.n_queries).astype(np.int64)
+    def num_relevant(self, level: int = 1) -> np.ndarray:
+        """Per query, the number of candidates with grade >= ``level`` (trec_eval's num_rel under ``-l``)."""
+        return np.bincount(self.row_ids()[self.grades >= level], minlength=self.n_queries).astype(np.int64)
 
     @classmethod
     def from_pairs(
@@ -196,8 +178,15 @@ class MetricResults:
         out = {}
         for name, values in self.per_query.items():
             selected = values if rows is None else values[rows]
-            out[name] = float(selected.mean()) if selected.size else 0.0
+            out[name] = order_free_mean(selected)
         return out
+
+
+def order_free_mean(values: np.ndarray) -> float:
+    """The mean with a correctly rounded sum (math.fsum): the same bits whatever order the queries come in."""
+    import math
+
+    return math.fsum(values.tolist()) / values.size if values.size else 0.0
 
 
 def ranked_grades(ranking: np.ndarray, relevance: Relevance) -> np.ndarray:
@@ -291,6 +280,152 @@ def _safe_divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return out
 
 
+class _Ranked:
+    """What every metric reads off one ranking: grades down the ranking and their running sums.
+
+    The sums only some families need are computed on first use, once per ``evaluate`` call.
+    """
+
+    def __init__(
+        self,
+        ranking: np.ndarray,
+        relevance: Relevance,
+        cand_modality: np.ndarray | Sequence[str] | None,
+        expected_modality: str | None,
+        targets: np.ndarray | Sequence[int] | None,
+        relevance_level: int = 1,
+    ) -> None:
+        self.ranking = ranking
+        self.relevance = relevance
+        self.cand_modality = cand_modality
+        self.expected_modality = expected_modality
+        self.targets = targets
+        self.n_queries, self.depth = ranking.shape
+        self.grades = ranked_grades(ranking, relevance)
+        # Binary relevance is grade >= the level (trec_eval's -l); nDCG reads the grades themselves.
+        self.is_relevant = self.grades >= relevance_level
+        self.num_relevant = relevance.num_relevant(relevance_level).astype(np.float64)
+        # Cumulative count of relevant candidates down the ranking: P@i = cum_relevant[:, i-1] / i.
+        self.cum_relevant = np.cumsum(self.is_relevant, axis=1, dtype=np.float64)
+
+    @functools.cached_property
+    def sum_precision(self) -> np.ndarray:
+        """Running sum of P@i over the relevant ranks i."""
+        precision_at_i = self.cum_relevant / np.arange(1, self.depth + 1, dtype=np.float64)
+        return np.cumsum(np.where(self.is_relevant, precision_at_i, 0.0), axis=1)
+
+    @functools.cached_property
+    def first_relevant(self) -> np.ndarray:
+        """Position of each query's first relevant candidate, or -1 if none is ranked.
+
+        (A sentinel of ``depth`` would wrongly fall inside k when the ranking is shorter than k;
+        argmax refuses an empty axis, which a run that retrieved nothing at all has.)
+        """
+        first_position = self.is_relevant.argmax(axis=1) if self.depth else np.zeros(self.n_queries, dtype=np.int64)
+        return np.where(self.is_relevant.any(axis=1), first_position, -1)
+
+    @functools.cached_property
+    def gains(self) -> np.ndarray:
+        """Linear gains of the ranked candidates (negative grades count as 0)."""
+        return np.maximum(self.grades, 0).astype(np.float64)
+
+    def upto(self, matrix: np.ndarray, k: int) -> np.ndarray:
+        """Column k-1 of a cumulative matrix, where rankings shorter than k keep their last value."""
+        if self.depth == 0:
+            return np.zeros(self.n_queries, dtype=np.float64)
+        return matrix[:, min(k, self.depth) - 1]
+
+
+def _hit(r: _Ranked, k: int) -> np.ndarray:
+    return (r.upto(r.cum_relevant, k) > 0).astype(np.float64)
+
+
+def _recall(r: _Ranked, k: int) -> np.ndarray:
+    return _safe_divide(r.upto(r.cum_relevant, k), r.num_relevant)
+
+
+def _precision(r: _Ranked, k: int) -> np.ndarray:
+    return r.upto(r.cum_relevant, k) / k
+
+
+def _ndcg(r: _Ranked, k: int) -> np.ndarray:
+    top = r.gains[:, :k]
+    dcg = top @ _discounts(k)[: top.shape[1]]
+    return _safe_divide(dcg, _ideal_dcg(r.relevance, k))
+
+
+def _map(r: _Ranked, k: int) -> np.ndarray:
+    return _safe_divide(r.upto(r.sum_precision, k), np.minimum(r.num_relevant, k))
+
+
+def _map_cut(r: _Ranked, k: int) -> np.ndarray:
+    return _safe_divide(r.upto(r.sum_precision, k), r.num_relevant)
+
+
+def _mrr(r: _Ranked, k: int) -> np.ndarray:
+    within = (r.first_relevant >= 0) & (r.first_relevant < k)
+    values = np.zeros(r.n_queries, dtype=np.float64)
+    values[within] = 1.0 / (r.first_relevant[within] + 1.0)
+    return values
+
+
+def _modality_acc(r: _Ranked, k: int) -> np.ndarray:
+    return _modality_accuracy(r.ranking[:, :k], k, r.cand_modality, r.expected_modality)
+
+
+def _circo_recall(r: _Ranked, k: int) -> np.ndarray:
+    if r.targets is None:
+        raise ValueError(f"circo_recall@{k} needs per-query targets")
+    target = np.asarray(r.targets, dtype=np.int64)
+    if target.shape != (r.n_queries,):
+        raise ValueError(f"circo_recall@{k}: targets must hold one candidate index per query row")
+    return ((r.ranking[:, :k] == target[:, None]) & (target[:, None] >= 0)).any(axis=1).astype(np.float64)
+
+
+@dataclass(frozen=True)
+class MetricFamily:
+    """One metric family of the registry: ``name@k`` is computed by ``compute(ranked, k)``.
+
+    ``definition`` is the one-line definition, ``trec_eval`` trec_eval's measure of the same
+    definition (``recall_k`` style) when there is one, ``anchor`` the other references it matches,
+    and ``needs`` what it reads beyond a ranking and judgments (``modalities``, ``targets``).
+    """
+
+    name: str
+    definition: str
+    compute: Callable[[_Ranked, int], np.ndarray]
+    trec_eval: str | None = None
+    anchor: str = ""
+    needs: frozenset[str] = frozenset()
+
+    def reference(self) -> str:
+        """The references the definition matches, as the documentation's table shows them."""
+        return ", ".join(([f"trec_eval `{self.trec_eval}`"] if self.trec_eval else []) + ([self.anchor] if self.anchor else []))
+
+
+METRICS: dict[str, MetricFamily] = {family.name: family for family in (
+    MetricFamily("hit", "1 if any relevant candidate is in the top k", _hit, anchor='M-BEIR "Recall@k" (UniIR)'),
+    MetricFamily("recall", "relevant in top k / relevant", _recall, trec_eval="recall_k"),
+    MetricFamily("precision", "relevant in top k / k", _precision, trec_eval="P_k"),
+    MetricFamily("ndcg", "linear-gain nDCG, ideal from the judgments", _ndcg, trec_eval="ndcg_cut_k", anchor="MTEB"),
+    MetricFamily("map", "sum of P@i at relevant ranks / min(relevant, k)", _map, anchor="CIRCO mAP@k"),
+    MetricFamily("map_cut", "sum of P@i at relevant ranks / relevant", _map_cut, trec_eval="map_cut_k"),
+    MetricFamily("mrr", "1 / rank of the first relevant within k", _mrr),
+    MetricFamily("modality_acc", "share of the top k with the task's candidate modality", _modality_acc,
+                 anchor="MM-Embed Table 2", needs=frozenset({"modalities"})),
+    MetricFamily("circo_recall", "1 if the annotated target is in the top k", _circo_recall, anchor="CIRCO Recall@k",
+                 needs=frozenset({"targets"})),
+)}
+METRIC_FAMILIES = tuple(METRICS)
+
+
+def metrics_table() -> str:
+    """The registry as the documentation's markdown table (README's Metrics section shows exactly this)."""
+    lines = ["| name | definition | anchor |", "|---|---|---|"]
+    lines += [f"| `{f.name}@k` | {f.definition} | {f.reference()} |" for f in METRICS.values()]
+    return "\n".join(lines)
+
+
 def evaluate(
     ranking: np.ndarray,
     relevance: Relevance,
@@ -299,13 +434,17 @@ def evaluate(
     cand_modality: np.ndarray | Sequence[str] | None = None,
     expected_modality: str | None = None,
     targets: np.ndarray | Sequence[int] | None = None,
+    relevance_level: int = 1,
 ) -> MetricResults:
     """Compute the metrics for every query row of ``ranking`` (n_queries x depth, -1 padded).
 
     ``cand_modality`` (one entry per candidate index) and ``expected_modality`` are needed by
     ``modality_acc@k``; ``targets`` (one candidate index per query, -1 for none) by
-    ``circo_recall@k``.
+    ``circo_recall@k``. ``relevance_level``: the least grade that counts as relevant for the
+    binary metrics (trec_eval's ``-l``; nDCG always uses the graded gains).
     """
+    if relevance_level < 1:
+        raise ValueError(f"relevance_level must be >= 1 (unjudged candidates have grade 0), got {relevance_level}")
     parsed = [m if isinstance(m, Metric) else parse_metric(m) for m in metrics]
     ranking = np.asarray(ranking, dtype=np.int64)
     if ranking.ndim != 2:
@@ -314,66 +453,9 @@ def evaluate(
         raise ValueError("ranking holds candidate indices >= 0, or -1 for padding; found a value below -1")
     # Every metric looks at the top k only: cutting the ranking to the largest k first makes the
     # cost independent of how deep the run is (a top-100 run scored at @10 does a tenth of the work).
-    ranking = ranking[:, : required_depth(parsed)]
-    n_queries, depth = ranking.shape
-    grades = ranked_grades(ranking, relevance)
-    is_relevant = grades > 0
-    num_relevant = relevance.num_relevant().astype(np.float64)
-    families = {metric.family for metric in parsed}
-    # Cumulative count of relevant candidates down the ranking: P@i = cum_relevant[:, i-1] / i.
-    cum_relevant = np.cumsum(is_relevant, axis=1, dtype=np.float64)
-    if families & {"map", "map_cut"}:
-        precision_at_i = cum_relevant / np.arange(1, depth + 1, dtype=np.float64)
-        sum_precision = np.cumsum(np.where(is_relevant, precision_at_i, 0.0), axis=1)
-    if "mrr" in families:
-        # Position of the first relevant candidate, or -1 if none is ranked (a sentinel of
-        # `depth` would wrongly fall inside k when the ranking is shorter than k). argmax
-        # refuses an empty axis, which a run that retrieved nothing at all has.
-        first_position = is_relevant.argmax(axis=1) if depth else np.zeros(n_queries, dtype=np.int64)
-        first_relevant = np.where(is_relevant.any(axis=1), first_position, -1)
-    if "ndcg" in families:
-        gains = np.maximum(grades, 0).astype(np.float64)
-
-    def upto(matrix: np.ndarray, k: int) -> np.ndarray:
-        """Column k-1 of a cumulative matrix, where rankings shorter than k keep their last value."""
-        if depth == 0:
-            return np.zeros(n_queries, dtype=np.float64)
-        return matrix[:, min(k, depth) - 1]
-
-    per_query: dict[str, np.ndarray] = {}
-    for metric in parsed:
-        k, family = metric.k, metric.family
-        if family == "hit":
-            values = (upto(cum_relevant, k) > 0).astype(np.float64)
-        elif family == "recall":
-            values = _safe_divide(upto(cum_relevant, k), num_relevant)
-        elif family == "precision":
-            values = upto(cum_relevant, k) / k
-        elif family == "map_cut":
-            values = _safe_divide(upto(sum_precision, k), num_relevant)
-        elif family == "map":
-            values = _safe_divide(upto(sum_precision, k), np.minimum(num_relevant, k))
-        elif family == "mrr":
-            within = (first_relevant >= 0) & (first_relevant < k)
-            values = np.zeros(n_queries, dtype=np.float64)
-            values[within] = 1.0 / (first_relevant[within] + 1.0)
-        elif family == "ndcg":
-            top = gains[:, :k]
-            dcg = top @ _discounts(k)[: top.shape[1]]
-            values = _safe_divide(dcg, _ideal_dcg(relevance, k))
-        elif family == "modality_acc":
-            values = _modality_accuracy(ranking[:, :k], k, cand_modality, expected_modality)
-        elif family == "circo_recall":
-            if targets is None:
-                raise ValueError(f"{metric.name} needs per-query targets")
-            target = np.asarray(targets, dtype=np.int64)
-            if target.shape != (n_queries,):
-                raise ValueError(f"{metric.name}: targets must hold one candidate index per query row")
-            values = ((ranking[:, :k] == target[:, None]) & (target[:, None] >= 0)).any(axis=1).astype(np.float64)
-        else:  # pragma: no cover - parse_metric admits only known families
-            raise ValueError(metric.name)
-        per_query[metric.name] = values
-    return MetricResults(per_query)
+    ranked = _Ranked(ranking[:, : required_depth(parsed)], relevance, cand_modality, expected_modality, targets,
+                     relevance_level)
+    return MetricResults({metric.name: METRICS[metric.family].compute(ranked, metric.k) for metric in parsed})
 
 
 def _modality_accuracy(

@@ -1,4 +1,4 @@
-"""Results written for tests exactly as `mbench run` writes them (schema of the results directory).
+"""Results written for tests through the writer `mbench run` uses (mbench.results).
 
 Only the files tables, plots and compare read: `result.json` (written last) and `per_query.parquet`.
 """
@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from mbench.results import PER_QUERY_FILE, RESULT_FILE, library_versions, result_dir, write_per_query, write_result_json
+from mbench import results
+from mbench.results import RESULT_FILE, RerankInfo, ResultRecord, library_versions, rerank_dir, result_dir
 
 
 def fingerprint_of(text: str) -> str:
@@ -42,18 +43,16 @@ def write_result(
     if directory is None:
         directory = result_dir(root, model, fingerprint, task, pool)
         if rerank is not None:
-            directory = directory / f"rerank-{rerank['reranker']['name']}-top{rerank['top_k']}"
+            directory = rerank_dir(directory, rerank["reranker"]["name"], rerank["top_k"])
     arrays = {name: np.asarray(values, dtype=np.float64) for name, values in per_query.items()}
-    write_per_query(directory / PER_QUERY_FILE, qids, arrays)
     metrics = {name: float(values.mean()) for name, values in arrays.items()}
     metrics.update(extra_metrics or {})
-    record = {
-        "mbench_result_version": 1,
-        "task": task,
-        "task_spec_hash": fingerprint_of(task),
-        "pool": pool,
-        "kind": "rerank" if rerank is not None else "retrieval",
-        "model": {
+    record = ResultRecord(
+        task=task,
+        task_spec_hash=fingerprint_of(task),
+        pool=pool,
+        kind="rerank" if rerank is not None else "retrieval",
+        model={
             "name": model,
             "version": "1",
             "revision": "sha256:" + fingerprint_of(model + "revision"),
@@ -66,26 +65,21 @@ def write_result(
             "output_args": {},
             "fingerprint": fingerprint,
         },
-        "model_args": {},
-        "metrics": metrics,
-        "main_metric": main_metric,
-        "n_queries": n,
-        "depth": 1000,
-        "dataset": {"source": "/tmp/test-data"},
-        "instruction_policy": "first",
-        "seed": 0,
-        "instructions": [],
-        "prompt": None,
-        "search_backend": "torch",
-        "device": "cpu",
-        "world_size": 1,
-        "versions": library_versions(),
-        "git_sha": None,
-        "timings": {"load": 0.0, "encode_queries": 0.0, "encode_candidates": 0.0, "search": 0.0, "metrics": 0.0, "write": 0.0},
-        "created": created,
-        "rerank": rerank,
-    }
-    write_result_json(directory / RESULT_FILE, record)
+        metrics=metrics,
+        main_metric=main_metric,
+        n_queries=n,
+        depth=1000,
+        dataset={"source": "/tmp/test-data"},
+        instruction_policy="first",
+        seed=0,
+        search_backend="torch",
+        device="cpu",
+        versions=library_versions(),
+        timings={"load": 0.0, "encode_queries": 0.0, "encode_candidates": 0.0, "search": 0.0, "metrics": 0.0, "write": 0.0},
+        created=created,
+        rerank=None if rerank is None else RerankInfo(**rerank),
+    )
+    results.write_result(directory, record, query_ids=qids, per_query=arrays)
     return directory
 
 

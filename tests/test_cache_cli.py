@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from mbench.cli import main
-from mbench.engine.store import EmbeddingStore, default_store_root
+from mbench.engine.cache import store_root as default_store_root
+from mbench.engine.cache.store import EmbeddingStore
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,13 +41,13 @@ def shard_path(cache: Path, name: str, index: int) -> Path:
     return entry_dir / json.loads((entry_dir / f"shard-{index:06d}.json").read_text())["file"]
 
 
-def test_ls_lists_model_role_items_dim_and_shards(cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_ls_lists_model_role_items_dim_dtype_and_shards(cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["cache", "ls", "--cache-dir", str(cache)]) == 0
     out = capsys.readouterr().out
     done_line = next(line for line in out.splitlines() if line.startswith(key_of("done")[:12]))
-    assert done_line.split()[1:6] == ["clip-sf", "candidate", "6", "4", "3/3"]
+    assert done_line.split()[1:7] == ["clip-sf", "candidate", "6", "4", "float32", "3/3"]
     half_line = next(line for line in out.splitlines() if line.startswith(key_of("half")[:12]))
-    assert half_line.split()[1:6] == ["e5-v", "query", "4", "4", "1/2"]
+    assert half_line.split()[1:7] == ["e5-v", "query", "4", "4", "float32", "1/2"]
     assert "2 entries" in out
 
 
@@ -104,6 +105,16 @@ def test_gc_key_prefix_and_all_drop_entries(cache: Path) -> None:
     assert (root / key_of("done")).exists()
     assert main(["cache", "gc", "--all", "--cache-dir", str(cache)]) == 0
     assert EmbeddingStore(root).entry_dirs() == []
+
+
+def test_gc_dtype_removes_the_entries_stored_in_that_dtype(cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = default_store_root(cache)
+    old = EmbeddingStore(root).entry(key_of("fp16"), 2, shard_size=2, store_dtype="float16")
+    old.write_shard(0, np.ones((2, 4), np.float32))
+    assert main(["cache", "gc", "--dtype", "float16", "--cache-dir", str(cache)]) == 0
+    assert not (root / key_of("fp16")).exists()
+    assert (root / key_of("done")).exists() and (root / key_of("half")).exists()
+    assert f"removed {root / key_of('fp16')}" in capsys.readouterr().out
 
 
 def test_gc_unknown_key_is_an_error(cache: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,7 +10,13 @@ from mbench.data.types import Item
 from mbench.models.base import ModelMeta, check_items
 from mbench.models.builtin.bm25 import BM25Retriever
 from mbench.models.builtin.hashing import HashingRetriever
-from mbench.models.conformance import format_report, run_conformance
+from mbench.models.conformance import (
+    FP32_TOLERANCE,
+    HALF_TOLERANCE,
+    default_tolerance,
+    format_report,
+    run_conformance,
+)
 
 ALL = frozenset({"text", "image", "image,text"})
 
@@ -66,6 +72,21 @@ def test_nan_embeddings_are_caught_with_the_item_id() -> None:
     failed = results["candidate outputs"]
     assert not failed.passed and "2 item(s): c4, c7" in failed.detail
     assert not results["candidate batch-determinism"].passed
+
+
+class Unnormalised(HashingRetriever):
+    """Declares cosine similarity but returns rows of norm 2."""
+
+    def encode(self, items, *, role, instructions, prompts):
+        return 2 * super().encode(items, role=role, instructions=instructions, prompts=prompts)
+
+
+def test_cosine_rows_that_are_not_unit_length_are_caught() -> None:
+    results = _by_name(run_conformance(Unnormalised(dim=32), QUERIES, CANDIDATES))
+    assert results["query outputs"].passed and results["query batch-determinism"].passed
+    failed = results["query unit length"]
+    assert not failed.passed and "similarity is cosine but 30 row(s) are not unit length" in failed.detail
+    assert _by_name(run_conformance(HashingRetriever(dim=32), QUERIES, CANDIDATES))["candidate unit length"].passed
 
 
 class ClaimsImages:
@@ -132,6 +153,16 @@ def test_reranker_checks() -> None:
     assert all(r.passed for r in results), format_report(results)
     leaky = _by_name(run_conformance(PairScorer(leak=0.5), QUERIES, CANDIDATES))
     assert not leaky["score batch-determinism"].passed
+
+
+def test_cuda_checks_with_the_half_precision_tolerance_a_run_there_computes_in() -> None:
+    # On CUDA retrievers encode under bf16 autocast and LLaVA-based plugins load bf16 weights by
+    # default, so an fp32 tolerance would fail every honest plugin on its batch-size check.
+    assert default_tolerance("cuda", None) == HALF_TOLERANCE
+    assert default_tolerance("cuda:1", "float32") == HALF_TOLERANCE
+    assert default_tolerance("cpu", "bfloat16") == HALF_TOLERANCE
+    assert default_tolerance("cpu", None) == FP32_TOLERANCE
+    assert default_tolerance("cpu", "float32") == FP32_TOLERANCE
 
 
 def test_not_a_model() -> None:

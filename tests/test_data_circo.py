@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from mbench.data.circo import count_relevant, read_annotations
+from mbench.data.circo import count_relevant
 from mbench.data.loader import load_task
 from mbench.errors import MbenchError
+from mbench.formats.circo import read_circo_annotations
 from mbench.tasks.spec import TaskSpec
 
 
@@ -27,7 +28,7 @@ def test_val_annotations_count(shared_dir: Path) -> None:
 
 
 def test_test_annotations_have_no_ground_truth(shared_dir: Path) -> None:
-    queries = read_annotations(shared_dir / "data/circo/annotations/test.json")
+    queries = read_circo_annotations(shared_dir / "data/circo/annotations/test.json")
     assert len(queries) == 800
     assert all(q.target_img_id is None and q.gt_img_ids == () for q in queries)
 
@@ -79,3 +80,38 @@ def test_test_split_has_no_relevance(tmp_path: Path) -> None:
     _circo_folder(tmp_path, [5, 6], [{"id": 0, "reference_img_id": 6, "relative_caption": "c"}], split="test")
     data = load_task(_spec("test"), data_dir=tmp_path)
     assert data.relevance is None and data.targets is None and data.queries.ids == ["0"]
+
+
+def test_the_reference_image_stays_a_candidate_of_its_own_query(tmp_path: Path) -> None:
+    # CIRCO's official scorer (src/evaluation.py) and its authors' submission code (SEARLE's
+    # circo_generate_test_dict) rank the whole corpus, reference image included: no exclusion.
+    import numpy as np
+
+    from mbench.cli import main
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "data" / "circo"
+    (folder / "unlabeled2017").mkdir(parents=True)
+    for image_id in range(1, 9):  # noise images: unrelated to each other under any embedding
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(folder / f"unlabeled2017/{image_id:012d}.jpg")
+    (folder / "annotations").mkdir()
+    (folder / "annotations" / "val.json").write_text(json.dumps([
+        {"id": 0, "reference_img_id": 3, "relative_caption": "", "target_img_id": 5, "gt_img_ids": [5]},
+    ]))
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "circo_ref.yaml").write_text(
+        "name: test.circo.reference\nadapter: circo\ndata_folder: circo\nsplit: val\n"
+        "query_modality: 'image,text'\ncand_modality: image\nmetrics: [map@5]\nmain_metric: map@5\ndepth: 8\n"
+    )
+    assert load_task(_spec(), data_dir=tmp_path / "data").excluded is None
+    argv = ["run", "--model", "hash-embed", "--tasks", "test.circo.reference", "--tasks-dir", str(tasks),
+            "--data-dir", str(tmp_path / "data"), "--results-dir", str(tmp_path / "results"),
+            "--cache-dir", str(tmp_path / "cache"), "--no-progress"]
+    assert main(argv) == 0
+    [run_file] = (tmp_path / "results").glob("*/*/test.circo.reference/local/run.trec.gz")
+    import gzip
+
+    ranked = [line.split()[2] for line in gzip.open(run_file, "rt")]
+    # The query is the reference image with an empty caption: its own image is the best match.
+    assert ranked[0] == "3" and len(ranked) == 8

@@ -91,13 +91,25 @@ def test_did_in_two_local_pools_is_an_error_naming_both(mbeir_root: Path) -> Non
         load_task(T2I, data_dir=mbeir_root.parent, pool="global", group_members=lambda group: [T2I, I2T])
 
 
-def test_oven_cross_dataset_dids_are_dropped_from_the_local_pool_with_a_count(mbeir_root: Path) -> None:
+def test_oven_cross_dataset_dids_are_left_out_of_the_local_pool_and_counted_without_a_warning(mbeir_root: Path) -> None:
     oven = T2I.model_copy(update={"dataset_id": 5})
     with (mbeir_root / "qrels/test/mbeir_mscoco_task0_test_qrels.txt").open("a") as handle:
         handle.write("9:1 0 6:77 1 0\n9:2 0 6:78 1 0\n")
-    with pytest.warns(DataWarning, match=r"dropped 2 judgment\(s\) naming dids of the other dataset"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # M-BEIR's documented rule: expected, so no warning
         data = load_task(oven, data_dir=mbeir_root.parent)
     assert data.relevance.indices.tolist() == [0, 0]
+    assert (data.qrels.outside_pool, data.qrels.outside_pool_prefix) == (2, "6:")
+    assert data.qrels.files == (str(mbeir_root.absolute() / "qrels/test/mbeir_mscoco_task0_test_qrels.txt"),)
+
+
+def test_the_global_pool_keeps_the_cross_dataset_judgments(mbeir_root: Path) -> None:
+    oven = T2I.model_copy(update={"dataset_id": 5})
+    with (mbeir_root / "qrels/test/mbeir_mscoco_task0_test_qrels.txt").open("a") as handle:
+        handle.write("9:1 0 9:3 1 0\n")  # caption 9:3 is in the i2t pool: part of the global pool
+    data = load_task(oven, data_dir=mbeir_root.parent, pool="global", group_members=lambda group: [oven, I2T])
+    assert data.qrels.outside_pool == 0
+    assert data.relevance.indices.tolist() == [0, 5, 0]  # 9:1 (image) and 9:3 (5th row: 4 images, then 9:2, 9:3)
 
 
 def test_other_unknown_dids_of_oven_stay_errors(mbeir_root: Path) -> None:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mbench.engine.distributed import World, merge_top_k, slice_bounds
+from mbench.engine.distributed import World, slice_bounds
+from mbench.engine.ranking import merge_top_k
 
 TASKS = "mini.beir.towns,mini.mbeir.cirr.it2i"
 

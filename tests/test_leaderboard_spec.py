@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mbench.leaderboard import (
+from mbench.reporting.leaderboard import (
     LeaderboardFileError,
     list_packaged_leaderboards,
     load_leaderboard,
@@ -193,7 +193,7 @@ def _with(**changes: object) -> dict:
 
 def test_minimal_spec_loads(tmp_path: Path) -> None:
     spec = load_leaderboard(_write(tmp_path, MINIMAL))
-    assert spec.format.scale == 100 and spec.format.decimals == 1
+    assert spec.format.scale == 100 and spec.format.decimals is None  # None: mbench's display rule
     assert spec.rows[0].key == "mteb.scifact"
 
 
@@ -287,3 +287,12 @@ def test_not_a_mapping() -> None:
 def test_unknown_spec_name_lists_the_packaged_ones() -> None:
     with pytest.raises(LeaderboardFileError, match="mm-embed-table1"):
         resolve_leaderboard_path("mm-embed-table99")
+
+
+def test_a_row_naming_an_unscored_task_itself_is_refused() -> None:
+    from mbench.reporting.leaderboard import check_tasks, parse_leaderboard
+
+    spec = parse_leaderboard({"name": "t", "pool": "local", "rows": [{"task": "circo.test", "metric": "map@5"}],
+                              "runs": [{"name": "m", "model": "m"}]}, "spec.yaml")
+    with pytest.raises(LeaderboardFileError, match=r"spec.yaml: rows.0.task: 'circo.test' is not scored locally"):
+        check_tasks(spec, "spec.yaml")

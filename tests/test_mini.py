@@ -67,7 +67,7 @@ def test_loader_generates_the_data_on_first_use(tmp_path: Path) -> None:
 
 
 def test_every_mini_task_matches_its_declared_counts(cache: Path) -> None:
-    from mbench.commands.validate import validate_task
+    from mbench.data.validation import validate_task
 
     index = get_index()
     checks = [(name, "local") for name in index.expand(["mini"])] + [("mini.mbeir.cirr.it2i", "global")]

@@ -62,9 +62,9 @@ def mteb_scores(minilm_scifact_run: Path, shared_dir: Path):
 
 
 def test_every_shared_metric_per_query_equals_mtebs_evaluator(minilm_scifact_run: Path, shared_dir: Path, mteb_scores) -> None:
-    from mbench.qrels import read_qrels
-    from mbench.runfiles import read_run
-    from mbench.scoring import score_run
+    from mbench.formats.qrels import read_qrels
+    from mbench.formats.runs import read_run
+    from mbench.engine.scoring import score_run
 
     task, scores = mteb_scores
     directory, _ = _scifact_result(minilm_scifact_run)

@@ -12,7 +12,7 @@ from fake_results import fingerprint_of, write_result
 
 from mbench.cli import main
 from mbench.errors import MbenchError
-from mbench.leaderboard import LeaderboardFileError, load_leaderboard
+from mbench.reporting.leaderboard import LeaderboardFileError, load_leaderboard
 
 mteb = pytest.importorskip("mteb", reason="the mteb bridge needs mteb (pip install 'mbench[mteb]')")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,9 +10,9 @@ import pytest
 from fake_results import write_result
 
 from mbench.cli import main
-from mbench.leaderboard import load_leaderboard
-from mbench.plots import bar_figure, modality_figure
-from mbench.tables import build_table
+from mbench.reporting.leaderboard import load_leaderboard
+from mbench.reporting.plots import bar_figure, modality_figure, modality_left_out
+from mbench.reporting.tables import adhoc_leaderboard, build_table
 
 REPO = Path(__file__).resolve().parents[1]
 TABLE1 = REPO / "leaderboards" / "mm-embed-table1.yaml"
@@ -97,3 +98,36 @@ def test_plot_command_writes_pngs(tmp_path: Path, capsys: pytest.CaptureFixture[
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 20_000
     printed = capsys.readouterr().out.split()
     assert str(out / "mm-embed-table1_bars.png") in printed
+
+
+def test_modality_figure_leaves_out_tasks_whose_pool_has_one_modality(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Regression: text-only tasks got a lone 100% bar and no word of why.
+    for task, counts in (("mbeir.webqa.t2t", {"text": 40}), ("mbeir.cirr.it2i", {"image": 30, "text": 10})):
+        folder = write_result(tmp_path / "results", model="m", task=task, pool="local", main_metric="hit@5",
+                              per_query={"hit@5": [1.0, 0.0], "modality_acc@1": [1.0, 0.0]})
+        record = json.loads((folder / "result.json").read_text())
+        record["pool_modalities"] = counts
+        (folder / "result.json").write_text(json.dumps(record))
+    write_result(tmp_path / "results", model="m", task="mteb.scifact", pool="local", main_metric="ndcg@10",
+                 per_query={"ndcg@10": [0.5], "modality_acc@1": [1.0]})  # fmt: skip
+    args = ["--tasks", "mbeir.webqa.t2t", "mbeir.cirr.it2i", "mteb.scifact", "--results-dir", str(tmp_path / "results")]
+    table = build_table(adhoc_leaderboard(args[1:4], results_dir=tmp_path / "results"), tmp_path / "results")
+    assert modality_left_out(table) == {
+        "mbeir.webqa.t2t": "every candidate of its pool is text: modality_acc@1 is 100% by construction",
+        "mteb.scifact": "its pool is text only: modality_acc@1 is 100% by construction",
+    }
+    ax = modality_figure(table).axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["mbeir.cirr.it2i"]
+    assert main(["plot", *args, "--out", str(tmp_path / "fig")]) == 0
+    err = capsys.readouterr().err
+    assert "modality figure leaves out mbeir.webqa.t2t: every candidate of its pool is text" in err
+    assert "modality figure leaves out mteb.scifact: its pool is text only" in err
+
+
+def test_no_modality_figure_when_every_pool_has_one_modality(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_result(tmp_path, model="m", task="mteb.scifact", pool="local", main_metric="ndcg@10",
+                 per_query={"ndcg@10": [0.5], "modality_acc@1": [1.0]})  # fmt: skip
+    assert main(["plot", "--tasks", "mteb.scifact", "--results-dir", str(tmp_path), "--out", str(tmp_path / "fig")]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.split() == [str(tmp_path / "fig" / "adhoc_bars.png")]
+    assert "no modality figure: no task of the table has a pool of several modalities" in captured.err

@@ -61,7 +61,7 @@ MODELING = textwrap.dedent(
                 module.weight.data.normal_(0.0, 1.0)
 
         def text_vector(self, text):
-            ids = torch.tensor(list(text.encode("utf-8")) or [0]) % self.config.vocab_size
+            ids = torch.tensor(list(text.encode("utf-8")) or [0], device=self.device) % self.config.vocab_size
             return self.embed(ids).sum(0)
 
 
@@ -77,7 +77,8 @@ MODELING = textwrap.dedent(
                 vector = self.text_vector((prefix if is_query else "") + (entry.get("txt") or ""))
                 if "img" in entry:
                     mean_rgb = torch.tensor(np.asarray(entry["img"]), dtype=torch.float32).reshape(-1, 3).mean(0) / 255
-                    vector = vector + self.pixels(mean_rgb)
+                    # Like the real models, inputs go to the weights' device and dtype (CUDA, bf16).
+                    vector = vector + self.pixels(mean_rgb.to(self.device, self.pixels.weight.dtype))
                 vectors.append(vector)
             return {"hidden_states": torch.stack(vectors)}
 

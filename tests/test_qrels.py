@@ -1,4 +1,4 @@
-"""Reading qrels in every supported format (mbench.qrels)."""
+"""Reading qrels in every supported format (mbench.formats.qrels)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mbench.errors import MbenchError
-from mbench.qrels import detect_qrels_format, read_qrels
+from mbench.formats.qrels import detect_qrels_format, read_qrels
 
 CIRCO_ENTRY = {"reference_img_id": 5, "relative_caption": "c", "shared_concept": "s", "semantic_aspects": []}
 

@@ -17,18 +17,14 @@ import pytest
 import torch
 
 from mbench.data.types import ItemTable, TaskData
-from mbench.engine.rerank import (
-    ScoreCache,
-    rank_scores,
-    rerank_ranking,
-    rerank_result,
-    run_to_ranking,
-    task_metrics,
-)
+from mbench.engine.cache.scores import ScoreCache
+from mbench.engine.ranking import rank_scores
+from mbench.engine.rerank import rerank_ranking, rerank_result, run_to_ranking
+from mbench.engine.scoring import task_metrics
 from mbench.errors import MbenchError
+from mbench.formats.runs import read_trec_run
 from mbench.metrics import Relevance, evaluate
 from mbench.models.base import ModelMeta
-from mbench.runfiles import read_trec_run
 from mbench.tasks.spec import TaskSpec
 
 PROMPT = "Question: <qtxt>\nAnswer: <ctxt>\nTrue or False"

@@ -207,6 +207,7 @@ def test_built_through_the_registry(tiny_mistral: Path) -> None:
     assert reranker.torch_dtype == torch.float32
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (bf16 reranking); none on this machine")
 def test_cuda_bf16_gives_the_cpu_fp32_order(marker_model: Path) -> None:
     from mbench.models.builtin.truefalse_reranker import TrueFalseReranker

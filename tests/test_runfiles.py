@@ -1,4 +1,4 @@
-"""Reading TREC runs and CIRCO submissions, and writing TREC runs (mbench.runfiles)."""
+"""Reading TREC runs and CIRCO submissions, and writing TREC runs (mbench.formats.runs, mbench.formats.submission)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from mbench.errors import MbenchError
-from mbench.runfiles import read_circo_submission, read_run, read_trec_run, write_trec_run
+from mbench.formats.runs import read_run, read_trec_run, write_trec_run
+from mbench.formats.submission import read_circo_submission
 
 
 def write(path: Path, text: str) -> Path:

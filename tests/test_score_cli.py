@@ -12,16 +12,21 @@ from mbench.cli import main
 from mbench.commands.score import CIRCO_METRICS, DEFAULT_METRICS
 
 # trec_eval measure -> the mbench metric with the same definition (results.test has 500
-# documents per query, so map over the whole ranking is map_cut@1000).
+# documents per query, so map over the whole ranking is map_cut@1000 and recip_rank is mrr@1000;
+# ndcg, with its ideal over every judged document, is ndcg@1000). The measures of trec_eval's
+# output that mbench does not compute: num_q, num_ret, num_rel, num_rel_ret, gm_map, Rprec,
+# Rprec_mult_*, bpref, gm_bpref, infAP, iprec_at_recall_*, 11pt_avg, utility, G, binG, ndcg_rel,
+# Rndcg, relative_P_*, set_*, num_nonrel_judged_ret, rbp, rbp_resid, unj_*, relstring_20, runid.
+TREC_EVAL_CUTOFFS = (5, 10, 15, 20, 30, 100, 200, 500, 1000)
 TREC_EVAL_NAMES = {
     "map": "map_cut@1000",
-    "P_10": "precision@10",
     "recip_rank": "mrr@1000",
-    "recall_10": "recall@10",
-    "recall_100": "recall@100",
-    "ndcg_cut_5": "ndcg@5",
-    "ndcg_cut_10": "ndcg@10",
-    "map_cut_5": "map_cut@5",
+    "ndcg": "ndcg@1000",
+    **{f"P_{k}": f"precision@{k}" for k in TREC_EVAL_CUTOFFS},
+    **{f"recall_{k}": f"recall@{k}" for k in TREC_EVAL_CUTOFFS},
+    **{f"ndcg_cut_{k}": f"ndcg@{k}" for k in TREC_EVAL_CUTOFFS},
+    **{f"map_cut_{k}": f"map_cut@{k}" for k in TREC_EVAL_CUTOFFS},
+    **{f"success_{k}": f"hit@{k}" for k in (1, 5, 10)},
 }
 
 
@@ -42,28 +47,61 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-def test_reproduces_trec_eval_published_per_query_and_summary_values(capsys, shared_dir):
-    folder = shared_dir / "data" / "trec_eval-test"
-    # out.test.aq: "measure <TAB> qid-or-all <TAB> value", values printed to 4 decimals.
+def printed_trec_eval_values(path: Path) -> dict[str, dict[str, str]]:
+    """{qid or "all": {trec_eval measure: value as trec_eval printed it}} for the shared measures."""
     expected: dict[str, dict[str, str]] = {}
-    for line in (folder / "out.test.aq").read_text().splitlines():
-        measure, qid, value = line.split()
+    for line in path.read_text().splitlines():
+        measure, qid, value = line.split()  # "measure <TAB> qid-or-all <TAB> value", 4 decimals
         if measure in TREC_EVAL_NAMES:
-            expected.setdefault(qid, {})[TREC_EVAL_NAMES[measure]] = value
-    assert set(expected) == {"301", "302", "303", "all"} and all(len(v) == 8 for v in expected.values())
+            expected.setdefault(qid, {})[measure] = value
+    return expected
 
-    result = score_json(
-        capsys, folder / "results.test", folder / "qrels.test", "--per-query", "--metrics", ",".join(TREC_EVAL_NAMES.values())
-    )
+
+def mismatches_with_trec_eval(capsys, run: Path, qrels: Path, expected: dict, *options: str) -> dict:
+    result = score_json(capsys, run, qrels, "--per-query", "--metrics", ",".join(TREC_EVAL_NAMES.values()), *options)
     got = {"all": result["all"], **result["per_query"]}
     assert set(got) == set(expected)
-    mismatches = {
-        (qid, metric): (f"{got[qid][metric]:.4f}", printed)
+    return {
+        (qid, measure): (f"{got[qid][TREC_EVAL_NAMES[measure]]:.4f}", printed)
         for qid, values in expected.items()
-        for metric, printed in values.items()
-        if f"{got[qid][metric]:.4f}" != printed
+        for measure, printed in values.items()
+        if f"{got[qid][TREC_EVAL_NAMES[measure]]:.4f}" != printed
     }
-    assert not mismatches
+
+
+def test_reproduces_trec_eval_published_per_query_and_summary_values(capsys, shared_dir):
+    folder = shared_dir / "data" / "trec_eval-test"
+    expected = printed_trec_eval_values(folder / "out.test.aq")
+    assert set(expected) == {"301", "302", "303", "all"}
+    assert all(len(v) == len(TREC_EVAL_NAMES) == 42 for v in expected.values())
+    assert not mismatches_with_trec_eval(capsys, folder / "results.test", folder / "qrels.test", expected)
+
+
+@pytest.mark.parametrize("flag", ["-l", "--relevance-level"])
+def test_relevance_level_2_reproduces_trec_eval_out_test_aql(capsys, shared_dir, flag):
+    # qrels.rel_level grades run from -1 to 4: with -l 2 only grades >= 2 count for the binary
+    # measures, while nDCG keeps every positive grade as its gain (query 301 has grade-1 documents).
+    folder = shared_dir / "data" / "trec_eval-test"
+    expected = printed_trec_eval_values(folder / "out.test.aql")
+    assert all(len(v) == 42 for v in expected.values()) and expected["301"]["ndcg_cut_10"] == "0.0439"
+    qrels = folder / "qrels.rel_level"
+    assert not mismatches_with_trec_eval(capsys, folder / "results.test", qrels, expected, flag, "2")
+
+
+def test_relevance_level_decides_which_grades_binary_metrics_count_and_ndcg_keeps_gains(capsys, tmp_path):
+    qrels = write(tmp_path / "qrels.txt", "q 0 a 1\nq 0 b 2\n")
+    run = write(tmp_path / "run.txt", "q Q0 a 1 2 t\nq Q0 b 2 1 t\n")
+    level1 = score_json(capsys, run, qrels, "--metrics", "mrr@10,recall@1,ndcg@10")["all"]
+    level2 = score_json(capsys, run, qrels, "--metrics", "mrr@10,recall@1,ndcg@10", "-l", "2")["all"]
+    assert (level1["mrr@10"], level1["recall@1"]) == (1.0, 0.5)
+    assert (level2["mrr@10"], level2["recall@1"]) == (0.5, 0.0)
+    assert level1["ndcg@10"] == level2["ndcg@10"] == pytest.approx((1 + 2 / np.log2(3)) / (2 + 1 / np.log2(3)))
+
+
+def test_relevance_level_below_1_exits_2(capsys, tmp_path, two_query_qrels):
+    run = write(tmp_path / "run.txt", "q1 Q0 a 1 1 t\n")
+    code, _, err = score(capsys, run, two_query_qrels, "-l", "0")
+    assert code == 2 and "--relevance-level must be >= 1" in err
 
 
 def official_circo_scores(annotations: list[dict], submission: dict, k: int) -> tuple[float, float]:
@@ -95,6 +133,21 @@ def test_circo_submission_scores_equal_the_official_circo_formula(capsys, shared
         assert result["all"][f"circo_recall@{k}"] == pytest.approx(recall_k, abs=1e-12)
     # The example submission does find some targets, so the comparison above is not 0 == 0.
     assert result["all"]["circo_recall@50"] > 0 and result["all"]["map@50"] > 0
+
+
+def test_circo_reference_image_in_the_ranking_counts_as_a_miss_like_the_official_scorer(capsys, tmp_path):
+    # CIRCO's src/evaluation.py scores the submitted list as it is: it never removes the query's
+    # reference image. Here the reference (id 7) is ranked first, ahead of both ground truths.
+    annotations = [{"id": 0, "reference_img_id": 7, "relative_caption": "c", "shared_concept": "s",
+                    "target_img_id": 11, "gt_img_ids": [11, 12], "semantic_aspects": []}]
+    submission = {"0": [7, 11, 12, 13, 14]}
+    annotations_path = write(tmp_path / "val.json", json.dumps(annotations))
+    submission_path = write(tmp_path / "submission.json", json.dumps(submission))
+    result = score_json(capsys, submission_path, annotations_path, "--metrics", "map@5,circo_recall@1")["all"]
+    # AP@5 = (P@2 + P@3) / min(|GT|, 5) = (1/2 + 2/3) / 2; with the reference removed it would be 1.
+    assert result["map@5"] == pytest.approx((1 / 2 + 2 / 3) / 2, abs=1e-15)
+    assert result["circo_recall@1"] == 0.0
+    assert result["map@5"] == pytest.approx(official_circo_scores(annotations, submission, 5)[0], abs=1e-15)
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ from fake_results import fingerprint_of, write_result
 
 from mbench.cli import main
 from mbench.errors import MbenchError
-from mbench.result_index import load_found
-from mbench.stats import compare_pair, paired_bootstrap_ci, sign_flip_p_value
+from mbench.reporting.result_index import load_found
+from mbench.reporting.stats import compare_pair, paired_bootstrap_ci, sign_flip_p_value
 
 
 def test_all_differences_equal_give_a_point_ci_and_the_smallest_p() -> None:

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from mbench.cli import main
+from mbench.engine.sweep import SlurmOptions, SweepFileError, expand, load_sweep, run_slurm
 from mbench.errors import MbenchError
-from mbench.sweep import SlurmOptions, SweepFileError, expand, load_sweep, run_slurm
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -151,6 +151,12 @@ def test_results_dir_is_passed_through(tmp_path):
     [point] = expand(load_sweep(path))
     assert point.argv() == ["run", "--model", "hash-embed", "--tasks", "mini", "--pool", "local",
                             "--instruction-policy", "first", "--results-dir", "/r"]
+
+
+def test_store_dtype_is_passed_through_as_an_explicit_run_option(tmp_path):
+    path = write(tmp_path / "s.yaml", "models: [{model: hash-embed}]\ntasks: [mini]\nstore_dtype: fp16\n")
+    [point] = expand(load_sweep(path))
+    assert point.argv()[-2:] == ["--store-dtype", "fp16"]
 
 
 def test_dry_run_prints_one_quoted_command_per_point(tmp_path, capsys):

@@ -1,5 +1,5 @@
 """CI reproduction check: MiniLM on SciFact through `mbench run`, rendered with `mteb-minilm.yaml`, shows
-MTEB's published 64.5 with delta 0.0; `mbench compare` against a copy with every ranking reversed
+MTEB's published 64.51 with delta 0.00; `mbench compare` against a copy with every ranking reversed
 finds a difference whose CI excludes zero."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 from fake_results import write_result
 
 from mbench.cli import main
-from mbench.result_index import scan_results
+from mbench.reporting.result_index import scan_results
 from mbench.results import read_per_query
 
 pytestmark = pytest.mark.slow
@@ -40,7 +40,7 @@ def test_minilm_scifact_reproduces_mteb(minilm_scifact: Path, capsys: pytest.Cap
     assert main(["table", "mteb-minilm", "--results-dir", str(minilm_scifact), "--delta"]) == 0
     rows = _md_rows(capsys.readouterr().out)
     assert rows["Task"] == ["Metric", "MiniLM-L6 (MTEB)", "MiniLM-L6 (mbench)", "Δ vs MiniLM-L6 (MTEB)"]
-    assert [cell.strip("*") for cell in rows["SciFact"]] == ["ndcg@10", "64.5", "64.5", "0.0"]
+    assert [cell.strip("*") for cell in rows["SciFact"]] == ["ndcg@10", "64.51", "64.51", "0.00"]
     assert rows["ArguAna"][2] == "–"  # not run here
 
 

@@ -16,8 +16,8 @@ import yaml
 from fake_results import fingerprint_of, rerank_info, write_result
 
 from mbench.cli import main
-from mbench.leaderboard import load_leaderboard
-from mbench.tables import build_table, format_number, latex_escape, render
+from mbench.reporting.leaderboard import load_leaderboard
+from mbench.reporting.tables import build_table, format_number, latex_escape, render
 
 REPO = Path(__file__).resolve().parents[1]
 TABLE1 = REPO / "leaderboards" / "mm-embed-table1.yaml"
@@ -129,7 +129,7 @@ def test_ties_after_rounding_are_all_bold(tmp_path: Path) -> None:
     write_result(tmp_path / "r", model="a", task="mteb.scifact", pool="local", per_query={"ndcg@10": [0.50004]},
                  main_metric="ndcg@10")  # fmt: skip
     text = render(build_table(load_leaderboard(spec_path), tmp_path / "r"), "md", delta=True)
-    assert "| **50.0** | **50.0** | 0.0 |" in text
+    assert "| **50.00** | **50.00** | 0.00 |" in text  # the display rule's 2 decimals: the spec sets none
 
 
 def test_csv_keeps_full_precision_fractions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -187,6 +187,19 @@ def test_group_rows_are_the_mean_of_their_members(tmp_path: Path, capsys: pytest
     shutil.rmtree(next(tmp_path.rglob(members[3])))
     table = build_table(load_leaderboard(table9), tmp_path)
     assert np.isnan(table.values.at["mteb.cqadupstack", "mm-embed"])
+
+
+def test_a_group_row_averages_its_scored_members_only(tmp_path: Path) -> None:
+    from mbench.reporting.leaderboard import check_tasks, parse_leaderboard
+
+    # The circo group is circo.val (scored) and circo.test (scored: false, a submission only): the
+    # group's mean is circo.val's value, 3 of 4 queries = 0.75, and the spec is not refused.
+    write_result(tmp_path, model="m", task="circo.val", pool="local", per_query={"map@5": [1.0, 1.0, 1.0, 0.0]},
+                 main_metric="map@5")
+    spec = parse_leaderboard({"name": "t", "pool": "local", "rows": [{"task": "circo", "metric": "map@5"}],
+                              "runs": [{"name": "m", "model": "m"}]}, "test")
+    check_tasks(spec, "test")
+    assert build_table(spec, tmp_path).values.at["circo", "m"] == 0.75
 
 
 def test_rerank_rows_take_rerank_results(tmp_path: Path) -> None:
@@ -278,8 +291,8 @@ def test_adhoc_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     out, _ = _table(capsys, "--tasks", "mteb.scifact", "mteb.nfcorpus", "--results-dir", str(tmp_path))
     rows = _md_rows(out)
     assert rows["Task"] == ["Metric", "bm25", "minilm"]
-    assert rows["mteb.scifact"] == ["ndcg@10", "25.0", "**75.0**"]
-    assert rows["Mean"] == ["mean", "37.5", "**62.5**"]
+    assert rows["mteb.scifact"] == ["ndcg@10", "25.00", "**75.00**"]
+    assert rows["Mean"] == ["ndcg@10", "37.50", "**62.50**"]  # one metric: the mean says which
     out, _ = _table(capsys, "--tasks", "mteb.scifact", "--models", "minilm", "--metric", "ndcg@10", "recall@10",
                     "--results-dir", str(tmp_path), "--format", "csv")  # fmt: skip
     rows = list(csv.DictReader(io.StringIO(out)))
@@ -292,7 +305,7 @@ def test_adhoc_table_asks_for_a_pool_when_results_have_several(tmp_path: Path, c
     assert main(["table", "--tasks", "mbeir.cirr.it2i", "--results-dir", str(tmp_path)]) == 2
     assert "--pool" in capsys.readouterr().err
     out, _ = _table(capsys, "--tasks", "mbeir.cirr.it2i", "--results-dir", str(tmp_path), "--pool", "global")
-    assert "100.0" in out
+    assert "100.00" in out
 
 
 def test_spec_errors_exit_2_with_the_file_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -311,3 +324,49 @@ def test_table_help_imports_no_torch_or_matplotlib() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert "HEAVY []" in result.stdout, result.stdout + result.stderr
+
+
+def _mixed_main_metrics(root: Path) -> None:
+    """Two tasks whose main metrics differ (hit@5 and ndcg@10), each result also holding the other metrics."""
+    write_result(root, model="m", task="mbeir.cirr.it2i", pool="local", main_metric="hit@5",
+                 per_query={"hit@5": [1.0, 0.0], "hit@10": [1.0, 1.0], "hit@1": [0.0, 0.0]})  # fmt: skip
+    write_result(root, model="m", task="mbeir.webqa.t2t", pool="local", main_metric="hit@5",
+                 per_query={"hit@5": [1.0, 1.0], "hit@10": [1.0, 1.0], "hit@1": [1.0, 0.0]})  # fmt: skip
+    write_result(root, model="m", task="mteb.scifact", pool="local", main_metric="ndcg@10",
+                 per_query={"ndcg@10": [0.2, 0.4]})  # fmt: skip
+
+
+def test_a_mean_of_mixed_main_metrics_is_labelled_and_footnoted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _mixed_main_metrics(tmp_path)
+    out, _ = _table(capsys, "--tasks", "mbeir.cirr.it2i", "mbeir.webqa.t2t", "mteb.scifact", "--results-dir", str(tmp_path))
+    rows = _md_rows(out)
+    assert rows["Mean"] == ["main metrics*", "60.00"]  # (50 + 100 + 30) / 3
+    assert ("- * The mean of each task's main metric (hit@5; ndcg@10 for mteb.scifact), as the MM-Embed paper "
+            "averages; a single-metric mean: --mean-metric M") in out
+
+
+def test_mean_metric_averages_one_metric_over_every_task(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _mixed_main_metrics(tmp_path)
+    out, _ = _table(capsys, "--tasks", "mbeir.cirr.it2i", "mbeir.webqa.t2t", "--results-dir", str(tmp_path),
+                    "--mean-metric", "hit@1")
+    rows = _md_rows(out)
+    assert rows["mbeir.cirr.it2i"] == ["hit@5", "50.00"]  # rows keep each task's main metric
+    assert rows["Mean hit@1"] == ["hit@1", "25.00"]  # (0 + 50) / 2
+    assert "The mean of each task's main metric" not in out
+    assert main(["table", "--tasks", "mbeir.cirr.it2i", "mteb.scifact", "--results-dir", str(tmp_path),
+                 "--mean-metric", "hit@1"]) == 2
+    assert "--mean-metric hit@1: not computed by mteb.scifact" in capsys.readouterr().err
+
+
+def test_a_spec_average_can_name_its_metric(tmp_path: Path) -> None:
+    _mixed_main_metrics(tmp_path)
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump({
+        "name": "m10", "pool": "local",
+        "rows": [{"task": "mbeir.cirr.it2i", "metric": "hit@5"}, {"task": "mbeir.webqa.t2t", "metric": "hit@5"}],
+        "averages": [{"id": "avg10", "rows": ["mbeir.cirr.it2i", "mbeir.webqa.t2t"], "metric": "hit@10"}],
+        "runs": [{"name": "m", "model": "m"}],
+    }))  # fmt: skip
+    table = build_table(load_leaderboard(spec_path), tmp_path)
+    assert table.values.at["avg10", "m"] == 1.0
+    assert "| avg10 | hit@10 | 100.00 |" in render(table, "md")

@@ -135,3 +135,29 @@ def test_validate_imports_no_torch(shared_dir: Path) -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def test_hub_task_without_the_hub_libraries_names_the_hub_extra(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Regression: the message offered to fetch from the hub, then failed with "No module named 'datasets'".
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setitem(sys.modules, "datasets", None)  # `import datasets` raises ModuleNotFoundError
+    code, out = _validate(capsys, "mteb.scifact", "--data-dir", str(tmp_path))
+    assert code == 2
+    assert "let mbench fetch mteb/scifact@" in out and 'from the hub (needs pip install "mbench[hub]")' in out
+    assert ('downloading needs the `datasets` package, which is not installed: pip install "mbench[hub]" '
+            "installs datasets and huggingface_hub") in out
+    assert "Traceback" not in out
+
+
+def test_the_generated_mini_benchmark_validates_clean(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # Regression: OVEN/InfoSeek judgments on the other dataset's candidates were warned about as
+    # "dropped"; leaving them out of the local pool is M-BEIR's rule, so they are counted instead.
+    code, out = _validate(capsys, "mini", "--cache-dir", str(tmp_path / "cache"))
+    assert code == 0, out
+    assert "warning" not in out
+    assert out.count("\nok   ") + out.startswith("ok   ") == 18
+    assert ("ok   mini.mbeir.oven.it2t [local]: 20 queries, 50 candidates, "
+            "22 judgments (2 on the other dataset's candidates: global pool only)") in out

@@ -1,7 +1,10 @@
 """Tiny random models saved like hub checkpoints, for plugin tests (nothing is downloaded).
 
 ``build_tiny_clip``: a CLIP (32-d towers, 2 layers, 32 px images, 8 px patches, 16-d
-projections) with a CLIP BPE tokenizer and image processor. ``build_tiny_llava_next``: a
+projections) with a CLIP BPE tokenizer and image processor; ``clip_config`` the same with any
+tower sizes (ViT-L/14 for benchmarks). ``build_tiny_sentence_transformer``: a BERT
+sentence-transformer (mean pooling, normalised) with an explicit WordPiece vocabulary, any size
+(MiniLM's shape for benchmarks). ``build_tiny_llava_next``: a
 LLaVA-Next (tiny CLIP vision tower, 56 px tiles, 14 px patches + a tiny Mistral or Llama) with a
 byte-level BPE tokenizer whose vocabulary holds ``<image>``, Mistral's and Llama-3's special
 tokens, and "True"/"False" as single tokens with and without a leading space (for True/False
@@ -12,6 +15,7 @@ so the token ids never change between library versions.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -65,8 +69,35 @@ def _chain_merges(symbols: list[str]) -> list[tuple[str, str]]:
     return merges
 
 
-def build_tiny_clip(directory: str | Path, *, seed: int = 0) -> Path:
-    """Write a tiny random CLIPModel with its CLIPTokenizer and CLIPImageProcessor to ``directory``; return it.
+@dataclass(frozen=True)
+class TowerShape:
+    """The size of one transformer tower."""
+
+    hidden: int
+    intermediate: int
+    layers: int
+    heads: int
+
+
+@dataclass(frozen=True)
+class ClipShape:
+    """A CLIP architecture: both towers, the image and patch sizes and the projection width."""
+
+    text: TowerShape
+    vision: TowerShape
+    image_size: int
+    patch_size: int
+    projection_dim: int
+
+
+TINY_CLIP = ClipShape(TowerShape(32, 64, 2, 4), TowerShape(32, 64, 2, 4), CLIP_IMAGE_SIZE, CLIP_PATCH_SIZE,
+                      CLIP_PROJECTION_DIM)
+# openai/clip-vit-large-patch14 (UniIR's CLIP-SF backbone): ViT-L/14 at 224 px and its 12-layer text tower.
+CLIP_L14_224 = ClipShape(TowerShape(768, 3072, 12, 12), TowerShape(1024, 4096, 24, 16), 224, 14, 768)
+
+
+def build_tiny_clip(directory: str | Path, *, seed: int = 0, shape: ClipShape = TINY_CLIP) -> Path:
+    """Write a random CLIPModel (tiny unless ``shape`` says otherwise) with its CLIPTokenizer and image processor.
 
     Every parameter (layer norms and biases included) is perturbed away from its initial value so
     a wrong parameter-name mapping always changes the outputs.
@@ -96,24 +127,24 @@ def build_tiny_clip(directory: str | Path, *, seed: int = 0) -> Path:
     config = CLIPConfig(
         text_config={
             "vocab_size": len(vocab),
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
+            "hidden_size": shape.text.hidden,
+            "intermediate_size": shape.text.intermediate,
+            "num_hidden_layers": shape.text.layers,
+            "num_attention_heads": shape.text.heads,
             "max_position_embeddings": 77,
             "bos_token_id": vocab["<|startoftext|>"],
             "eos_token_id": vocab["<|endoftext|>"],
             "pad_token_id": vocab["<|endoftext|>"],
         },
         vision_config={
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "image_size": CLIP_IMAGE_SIZE,
-            "patch_size": CLIP_PATCH_SIZE,
+            "hidden_size": shape.vision.hidden,
+            "intermediate_size": shape.vision.intermediate,
+            "num_hidden_layers": shape.vision.layers,
+            "num_attention_heads": shape.vision.heads,
+            "image_size": shape.image_size,
+            "patch_size": shape.patch_size,
         },
-        projection_dim=CLIP_PROJECTION_DIM,
+        projection_dim=shape.projection_dim,
     )
     torch.manual_seed(seed)
     model = CLIPModel(config).eval()
@@ -121,8 +152,8 @@ def build_tiny_clip(directory: str | Path, *, seed: int = 0) -> Path:
         for param in model.parameters():
             param.add_(0.05 * torch.randn_like(param))
     image_processor = CLIPImageProcessorPil(
-        size={"shortest_edge": CLIP_IMAGE_SIZE},
-        crop_size={"height": CLIP_IMAGE_SIZE, "width": CLIP_IMAGE_SIZE},
+        size={"shortest_edge": shape.image_size},
+        crop_size={"height": shape.image_size, "width": shape.image_size},
         image_mean=OPENAI_CLIP_MEAN,
         image_std=OPENAI_CLIP_STD,
     )
@@ -131,6 +162,89 @@ def build_tiny_clip(directory: str | Path, *, seed: int = 0) -> Path:
     model.save_pretrained(directory)
     processor.save_pretrained(directory)
     return directory
+
+
+@dataclass(frozen=True)
+class BertShape:
+    """A BERT encoder's size and its sentence-transformers sequence limit."""
+
+    tower: TowerShape
+    vocab_size: int
+    max_position: int
+    max_seq_length: int
+
+
+TINY_BERT = BertShape(TowerShape(32, 64, 2, 4), vocab_size=0, max_position=128, max_seq_length=128)
+# sentence-transformers/all-MiniLM-L6-v2: 6 layers, hidden 384, 12 heads, BERT's 30,522-token vocabulary.
+MINILM_L6 = BertShape(TowerShape(384, 1536, 6, 12), vocab_size=30522, max_position=512, max_seq_length=256)
+# WordPiece vocabulary of the tiny sentence-transformer: whole words, then letters and continuations.
+BERT_WORDS = (
+    "the", "a", "of", "and", "in", "on", "is", "was", "with", "for", "to", "by", "at", "from", "dog", "cat",
+    "red", "blue", "green", "ball", "box", "town", "river", "bridge", "market", "school", "church", "castle",
+    "north", "south", "old", "new", "small", "large", "city", "village", "people", "built", "known", "year",
+)
+_BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def build_bert_tokenizer(vocab_size: int = 0):  # -> PreTrainedTokenizerFast
+    """A lowercasing WordPiece tokenizer ([CLS] text [SEP]) over ``BERT_WORDS``, letters and digits.
+
+    ``vocab_size`` pads the vocabulary with unused tokens up to that size (MiniLM's 30,522), so
+    the embedding matrix has the real model's shape.
+    """
+    import string
+
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    symbols = list(string.ascii_lowercase + string.digits + string.punctuation)
+    tokens = _BERT_SPECIALS + list(BERT_WORDS) + symbols + ["##" + s for s in string.ascii_lowercase + string.digits]
+    tokens += [f"[unused{i}]" for i in range(max(0, vocab_size - len(tokens)))]
+    vocab = {token: i for i, token in enumerate(tokens)}
+    tokenizer = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.decoder = decoders.WordPiece()
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
+
+
+def build_tiny_sentence_transformer(directory: str | Path, *, seed: int = 0, shape: BertShape = TINY_BERT) -> Path:
+    """Write a random BERT sentence-transformer (mean pooling, then normalised, as MiniLM) to ``directory``; return it.
+
+    The backbone is saved with ``save_pretrained`` and wrapped by sentence-transformers' own
+    modules, so it loads through the plugin's ``SentenceTransformer(path)`` like a hub model.
+    """
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from transformers import BertConfig, BertModel
+
+    try:  # sentence-transformers >= 6 moved the modules; `models` stays as a deprecated alias
+        from sentence_transformers.sentence_transformer import modules as models
+    except ImportError:
+        from sentence_transformers import models
+
+    directory = Path(directory)
+    backbone = directory / "backbone"
+    tokenizer = build_bert_tokenizer(shape.vocab_size)
+    tokenizer.model_max_length = shape.max_seq_length
+    tokenizer.save_pretrained(backbone)
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=shape.tower.hidden, intermediate_size=shape.tower.intermediate,
+        num_hidden_layers=shape.tower.layers, num_attention_heads=shape.tower.heads,
+        max_position_embeddings=shape.max_position, pad_token_id=tokenizer.pad_token_id,
+    )
+    BertModel(config).eval().save_pretrained(backbone)
+    transformer = models.Transformer(str(backbone), max_seq_length=shape.max_seq_length)
+    modules = [transformer, models.Pooling(shape.tower.hidden, "mean"), models.Normalize()]
+    SentenceTransformer(modules=modules, device="cpu").save(str(directory / "st"))
+    return directory / "st"
 
 
 def build_tiny_llava_tokenizer(chat_format: Literal["mistral", "llama3"] = "mistral"):  # -> TokenizersBackend

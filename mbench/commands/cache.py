@@ -5,12 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mbench.engine.store import (
-    EmbeddingStore,
-    StoreEntry,
-    default_store_root,
-    human_bytes,
-)
+from mbench.engine.cache import store_root
+from mbench.engine.cache.store import STORED_DTYPES, EmbeddingStore, StoreEntry, human_bytes
 from mbench.errors import MbenchError
 
 
@@ -24,19 +20,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="mbench cache directory (default: $MBENCH_CACHE or ~/.cache/mbench); embeddings live in <cache-dir>/embeddings",
     )
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    sub.add_parser("ls", parents=[common], help="list entries: model, role, items, dim, shards, size, created")
+    sub.add_parser("ls", parents=[common], help="list entries: model, role, items, dim, dtype, shards, size, created")
     verify = sub.add_parser("verify", parents=[common], help="re-check every shard's checksum and shape (exit 2 if any is corrupted)")
     verify.add_argument("--repair", action="store_true", help="delete corrupted shards so the next run recomputes them")
     gc = sub.add_parser("gc", parents=[common], help="remove temp files of killed writers, quarantined shards and stale or chosen entries")
     gc.add_argument("--older-than-days", type=float, default=None, help="also remove incomplete entries idle for this many days")
     gc.add_argument("--tmp-grace-minutes", type=float, default=60.0, help="temp/orphan files older than this are removed even if their writer may live (default 60)")
     gc.add_argument("--key", action="append", default=[], help="remove this entry (a key or a unique prefix, as `ls` shows); repeatable")
+    gc.add_argument(
+        "--dtype", choices=sorted(STORED_DTYPES), action="append", default=[],
+        help="remove every entry stored in this dtype, e.g. float16: the fp16 copies earlier mbench versions "
+             "kept (no run reuses them) and those of --store-dtype fp16; repeatable",
+    )
     gc.add_argument("--all", action="store_true", help="remove every entry")
     gc.add_argument("--dry-run", action="store_true", help="print what would be removed, remove nothing")
 
 
 def _store(args: argparse.Namespace) -> EmbeddingStore:
-    return EmbeddingStore(default_store_root(args.cache_dir))
+    return EmbeddingStore(store_root(args.cache_dir))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,12 +67,13 @@ def _ls(store: EmbeddingStore, args: argparse.Namespace) -> int:
                 meta.get("label", ""),
                 entry.n_items,
                 entry.dim if entry.dim is not None else "?",
+                entry.dtype or "?",
                 f"{done}/{entry.n_shards}",
                 human_bytes(size),
                 str(entry.manifest.get("created", ""))[:19].replace("T", " "),
             ]
         )
-    headers = ["key", "model", "role", "label", "items", "dim", "shards", "size", "created (UTC)"]
+    headers = ["key", "model", "role", "label", "items", "dim", "dtype", "shards", "size", "created (UTC)"]
     print(tabulate(rows, headers=headers, tablefmt="simple"))
     broken = len(store.entry_dirs()) - len(entries)
     print(f"\n{len(entries)} entries, {human_bytes(total)} under {store.root}" + (f"; {broken} without a readable manifest (see `mbench cache verify`)" if broken else ""))
@@ -120,6 +122,7 @@ def _delete_shard(entry: StoreEntry, index: int) -> None:
 def _gc(store: EmbeddingStore, args: argparse.Namespace) -> int:
     removed: list[Path] = []
     keys = [store.resolve(k) for k in args.key]
+    keys += [entry.key for entry in store.entries() if entry.dtype in args.dtype and entry.key not in keys]
     if args.all:
         keys = [p.name for p in store.entry_dirs()]
     for key in keys:

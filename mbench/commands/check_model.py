@@ -8,8 +8,10 @@ each undeclared one must be refused. Exit status 0 when every check passes, 1 ot
 from __future__ import annotations
 
 import argparse
+import contextlib
 import warnings
 
+from mbench.commands.options import add_tasks_dir_argument
 from mbench.errors import MbenchError
 
 MINI_PREFIX = "mini."
@@ -33,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--tolerance", type=float, default=None, help="largest relative deviation between batchings")
     parser.add_argument("--cache-dir", default=None, help="where the mini benchmark is generated (default: $MBENCH_CACHE)")
-    parser.add_argument("--tasks-dir", action="append", default=[], metavar="DIR", help="an extra directory of task YAMLs")
+    add_tasks_dir_argument(parser)
 
 
 def _batch_sizes(text: str) -> tuple[int, ...]:
@@ -50,7 +52,9 @@ def run(args: argparse.Namespace) -> int:
     """Build the model, sample the mini benchmark, run the checks and print the report."""
     from mbench.data.common import DataWarning
     from mbench.data.loader import load_task
+    from mbench.engine.encode import autocast_context
     from mbench.models import conformance
+    from mbench.models.base import model_kind
     from mbench.models.registry import build_model, parse_model_args
     from mbench.tasks.index import get_index
 
@@ -77,14 +81,18 @@ def run(args: argparse.Namespace) -> int:
     # A prompt-driven reranker cannot score a task without its prompt; such tasks give no pairs.
     pairs = [(query, tasks[t].pool.item(0), prompt)
              for (query, t), prompt in zip(sampled_queries, query_prompts) if prompt is not None or not family]
-    tolerance = args.tolerance
-    if tolerance is None:
-        half = args.dtype in ("float16", "bfloat16")
-        tolerance = conformance.HALF_TOLERANCE if half else conformance.FP32_TOLERANCE
-    results = conformance.run_conformance(
-        model, queries, candidates, batch_sizes=batch_sizes, tolerance=tolerance, query_prompts=query_prompts,
-        pairs=pairs,
-    )
+    tolerance = args.tolerance if args.tolerance is not None else conformance.default_tolerance(args.device, args.dtype)
+    # A retriever is checked in the precision `mbench run` encodes in (bf16 autocast on CUDA);
+    # a model that fits no protocol is reported by the checks themselves.
+    retriever = False
+    with contextlib.suppress(MbenchError):
+        retriever = model_kind(model) == "retriever"
+    precision = autocast_context(args.device) if retriever else contextlib.nullcontext()
+    with precision:
+        results = conformance.run_conformance(
+            model, queries, candidates, batch_sizes=batch_sizes, tolerance=tolerance, query_prompts=query_prompts,
+            pairs=pairs,
+        )
     print(f"check-model {args.model}: {len(queries)} queries and {len(candidates)} candidates from {len(specs)} mini tasks")
     print(conformance.format_report(results))
     failed = [r.name for r in results if not r.passed]

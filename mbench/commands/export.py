@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Export every result found under the given folders; print one line per file written or result skipped."""
     from mbench.interop.mteb_results import plan_export, write_export
-    from mbench.result_index import results_at
+    from mbench.reporting.result_index import results_at
 
     found = []
     for path in args.results:

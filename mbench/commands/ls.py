@@ -1,6 +1,6 @@
-"""`mbench ls tasks|groups|models [--names] [--tasks-dir DIR]`: what the harness knows about.
+"""`mbench ls tasks|groups|models|adapters|metrics [--names] [--tasks-dir DIR]`: what the harness knows about.
 
-Reads YAMLs and the model registry's static table only: no torch, no model code.
+Reads YAMLs and the registries' static tables only: no torch, no model code.
 """
 
 from __future__ import annotations
@@ -9,22 +9,17 @@ import argparse
 import importlib
 from collections.abc import Sequence
 
+from mbench.commands.options import add_tasks_dir_argument
 from mbench.errors import MbenchError
 
-KINDS = ("tasks", "groups", "models")
+KINDS = ("tasks", "groups", "models", "adapters", "metrics")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the options of `mbench ls`."""
     parser.add_argument("kind", nargs="?", choices=KINDS, default="tasks", help="what to list (default: tasks)")
     parser.add_argument("--names", action="store_true", help="one name per line and nothing else (for scripts)")
-    parser.add_argument(
-        "--tasks-dir",
-        action="append",
-        default=[],
-        metavar="DIR",
-        help="an extra directory of task YAMLs, searched recursively (repeatable)",
-    )
+    add_tasks_dir_argument(parser)
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -81,10 +76,25 @@ def _models(args: argparse.Namespace) -> tuple[list[str], str]:
     return [row[0] for row in rows], table
 
 
+def _adapters(args: argparse.Namespace) -> tuple[list[str], str]:
+    from mbench.data.registry import list_adapters
+
+    rows = list_adapters()
+    return [name for name, _ in rows], format_table(("name", "source"), rows)
+
+
+def _metrics(args: argparse.Namespace) -> tuple[list[str], str]:
+    from mbench.metrics import METRICS
+
+    rows = [(f"{f.name}@k", f.definition, f.reference()) for f in METRICS.values()]
+    return [f.name for f in METRICS.values()], format_table(("name", "definition", "anchor"), rows)
+
+
 def run(args: argparse.Namespace) -> int:
-    """List tasks, groups or models as a table, or one name per line with --names."""
-    if args.tasks_dir and args.kind == "models":
-        raise MbenchError("--tasks-dir applies to `ls tasks` and `ls groups`, not to models")
-    names, table = {"tasks": _tasks, "groups": _groups, "models": _models}[args.kind](args)
+    """List tasks, groups, models, data adapters or metrics as a table, or one name per line with --names."""
+    if args.tasks_dir and args.kind not in ("tasks", "groups"):
+        raise MbenchError(f"--tasks-dir applies to `ls tasks` and `ls groups`, not to {args.kind}")
+    listers = {"tasks": _tasks, "groups": _groups, "models": _models, "adapters": _adapters, "metrics": _metrics}
+    names, table = listers[args.kind](args)
     print("\n".join(names) if args.names else table)
     return 0

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
+from mbench.commands.options import add_device_argument, add_reranker_arguments, add_tasks_dir_argument, resolve_device
+from mbench.data.limit import DEFAULT_LIMIT_POOL
+from mbench.display import add_decimals_argument
 from mbench.engine.instructions import INSTRUCTION_POLICIES
 
 
@@ -21,38 +23,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, default=None, help="data root (default: $MBENCH_DATA)")
     parser.add_argument("--results-dir", type=Path, default=None, help="results root (default: $MBENCH_RESULTS or ./results)")
     parser.add_argument("--cache-dir", type=Path, default=None, help="cache root (default: $MBENCH_CACHE or ~/.cache/mbench)")
-    parser.add_argument("--tasks-dir", action="append", default=[], help="extra directory of task YAMLs (repeatable)")
+    add_tasks_dir_argument(parser)
     parser.add_argument("--instruction-policy", choices=INSTRUCTION_POLICIES, default="first",
                         help="which instruction each query gets (default: first, as the MM-Embed paper)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the 'seeded' instruction policy")
-    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
+    add_device_argument(parser)
     parser.add_argument("--batch-size", type=int, default=64, help="items per encoder call")
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers decoding images")
     parser.add_argument("--depth", type=int, default=None,
                         help="ranking depth kept (default: the largest metric k, the task's depth, at least 100)")
     parser.add_argument("--search-backend", choices=("torch", "faiss"), default="torch")
+    parser.add_argument("--store-dtype", choices=("native", "fp16"), default="native",
+                        help="embedding cache precision: native (default) keeps what the model emits bit for bit "
+                             "(fp32 on CPU); fp16 halves the disk of a huge pool but rounds every embedding "
+                             "(recorded, and its results go to <pool>.store-fp16/)")
     parser.add_argument("--shard-size", type=int, default=8192,
                         help="items per stored embedding shard: the most a killed run recomputes")
     parser.add_argument("--overwrite", action="store_true", help="recompute results that already exist")
-    parser.add_argument("--reranker", default=None,
-                        help="rerank the top-k of every task with this reranker (llava-next-tf, cross-encoder, ...)")
-    parser.add_argument("--reranker-arg", action="append", default=[], metavar="KEY=VALUE",
-                        help="argument of the reranker's factory (repeatable)")
-    parser.add_argument("--rerank-top-k", type=int, default=10, metavar="K", help="candidates reranked per query")
-    parser.add_argument("--rerank-batch-size", type=int, default=8, metavar="N", help="pairs per reranker forward pass")
+    add_reranker_arguments(parser, required=False)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-
-
-def _default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    smoke = parser.add_argument_group("smoke run (partial results, kept apart from full ones)")
+    smoke.add_argument("--limit", type=int, default=None, metavar="N",
+                       help="evaluate a seeded sample of N queries per task, against the candidates they are judged "
+                       "on plus sampled distractors of the pool; results go to <pool>.limit-N, marked partial")
+    smoke.add_argument("--limit-pool", default=str(DEFAULT_LIMIT_POOL), metavar="M",
+                       help=f"candidates kept with --limit (default: {DEFAULT_LIMIT_POOL}); 'all' keeps the whole pool, "
+                       "so each sampled query scores as in the full run")
+    smoke.add_argument("--limit-seed", type=int, default=0, metavar="S", help="seed of the --limit sample (default: 0)")
+    add_decimals_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """Build the model once, evaluate every task, print a table of main metrics."""
-    from mbench.engine.pipeline import RunOptions, run_task
-    from mbench.engine.store import EmbeddingStore, default_store_root
+    from mbench.engine.orchestrate import RerankRequest, compatible_tasks, run_tasks
+    from mbench.engine.pipeline import STORE_DTYPE_CHOICES, RunOptions
     from mbench.errors import MbenchError
     from mbench.models.registry import (
         accepted_args,
@@ -72,6 +76,11 @@ def run(args: argparse.Namespace) -> int:
         if args.pool not in spec.pools and spec.pools:
             raise MbenchError(f"task {spec.name} has no pool {args.pool!r} (its pools: {', '.join(spec.pools)})")
     model_args = parse_model_args(args.model_arg)
+    limit = None
+    if args.limit is not None:
+        from mbench.data.limit import Limit, parse_limit_pool
+
+        limit = Limit(queries=args.limit, seed=args.limit_seed, pool=parse_limit_pool(args.limit_pool))
     if args.trust_remote_code:
         factory, _ = resolve_factory(args.model)
         if "trust_remote_code" not in {a.name for a in accepted_args(factory)[0]}:
@@ -79,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         model_args.setdefault("trust_remote_code", "true")
     from mbench.engine.distributed import current_world, rank_device
 
-    device = rank_device(args.device or _default_device())
+    device = rank_device(resolve_device(args.device))
     world = current_world(device)
     options = RunOptions(
         pool=args.pool,
@@ -94,96 +103,42 @@ def run(args: argparse.Namespace) -> int:
         num_workers=args.num_workers,
         depth=args.depth,
         search_backend=args.search_backend,
+        store_dtype=STORE_DTYPE_CHOICES[args.store_dtype],
         overwrite=args.overwrite,
         progress=not args.no_progress,
         shard_size=args.shard_size,
         requested_model=args.model,
         world=world,
+        limit=limit,
     )
     model = build_model(args.model, model_args, device=device)
-    specs = _compatible_tasks(model.meta, specs, set(requested))
-    store = EmbeddingStore(default_store_root(args.cache_dir))
-    outcomes = []
-    for spec in specs:
-        outcome = run_task(model, model_args, spec, options, store=store)
-        if not world.is_main:
-            continue
-        status = "computed" if outcome.computed else "exists (use --overwrite to recompute)"
-        print(f"{spec.name} [{args.pool}]: {status} -> {outcome.directory}", file=sys.stderr)
-        outcomes.append((spec, outcome))
-    world.barrier()
-    if not world.is_main:  # rank 0 reranks, prints and has written every result
-        return 0
+    specs = compatible_tasks(model.meta, specs, requested)
+    rerank = None
     if args.reranker:
-        outcomes = _rerank_all(args, outcomes, options)
-    print(_summary_table(model.meta.name, outcomes))
+        rerank = RerankRequest(args.reranker, args.reranker_arg, args.rerank_top_k, args.rerank_batch_size)
+    outcomes = run_tasks(model, model_args, specs, options, rerank=rerank)
+    if world.is_main:
+        print(_summary_table(model.meta.name, outcomes, args.decimals))
     return 0
 
 
-def _rerank_all(args: argparse.Namespace, outcomes: list, options: object) -> list:
-    """Rerank every first-stage result; each rerank result is reported after its first stage."""
-    from mbench.data.loader import load_task
-    from mbench.engine.pipeline import TaskOutcome
-    from mbench.engine.rerank import rerank_result
-    from mbench.errors import MbenchError
-    from mbench.models.base import model_kind
-    from mbench.models.registry import build_model, parse_model_args
-    from mbench.results import read_result
-
-    if args.rerank_top_k < 1 or args.rerank_batch_size < 1:
-        raise MbenchError("--rerank-top-k and --rerank-batch-size must be >= 1")
-    reranker_args = parse_model_args(args.reranker_arg)
-    reranker_args.setdefault("batch_size", str(args.rerank_batch_size))
-    reranker = build_model(args.reranker, reranker_args, device=options.device)
-    if model_kind(reranker) != "reranker":
-        raise MbenchError(f"{args.reranker!r} is a {model_kind(reranker)}, not a reranker (it has no score())")
-    out = []
-    for spec, outcome in outcomes:
-        out.append((spec, outcome))
-        data = outcome.data or load_task(spec, data_dir=options.data_dir, pool=options.pool, cache_dir=options.cache_dir)
-        directory = rerank_result(
-            outcome.directory, reranker, top_k=args.rerank_top_k, data=data, spec=spec, cache_dir=options.cache_dir,
-            batch_size=args.rerank_batch_size, progress=options.progress, overwrite=options.overwrite,
-            reranker_name=args.reranker, reranker_args=reranker_args, device=options.device,
-        )
-        print(f"{spec.name} [{options.pool}]: reranked top-{args.rerank_top_k} -> {directory}", file=sys.stderr)
-        out.append((spec, TaskOutcome(f"{spec.name} (rerank)", directory, computed=True, record=read_result(directory))))
-    return out
-
-
-def _compatible_tasks(meta: object, specs: list, named: set[str]) -> list:
-    """Tasks the model can run. A task named explicitly must be runnable; tasks that came from a
-    group and need modalities the model lacks are skipped with a notice, so `--tasks mini` runs
-    a text model on the group's text tasks."""
-    from mbench.errors import MbenchError
-    from mbench.models.base import check_modalities
-
-    kept, skipped = [], []
-    for spec in specs:
-        try:
-            check_modalities(meta, spec.query_modality, spec.cand_modality, spec.name)
-        except MbenchError:
-            if spec.name in named:
-                raise
-            skipped.append(f"{spec.name} ({spec.query_modality} -> {spec.cand_modality})")
-            continue
-        kept.append(spec)
-    if skipped:
-        print(f"skipping {len(skipped)} task(s) whose modalities {meta.name} lacks: {', '.join(skipped)}", file=sys.stderr)
-    if not kept:
-        raise MbenchError(f"model {meta.name!r} can run none of the requested tasks (all need modalities it lacks)")
-    return kept
-
-
-def _summary_table(model_name: str, outcomes: list) -> str:
-    """Main metric per task (x100, two decimals), as a plain table."""
+def _summary_table(model_name: str, outcomes: list, decimals: int | None = None) -> str:
+    """Main metric per task (x100, rounded by mbench.display's rule), as a plain table."""
     from tabulate import tabulate
 
+    from mbench.display import display_decimals, format_value
+
+    shown = display_decimals(decimals)
     rows = []
     for spec, outcome in outcomes:
         record = outcome.record
-        main = record.get("main_metric")
-        value = record.get("metrics", {}).get(main) if main else None
-        rows.append([outcome.task, record.get("pool"), main or "-", "-" if value is None else f"{100 * value:.2f}",
-                     record.get("n_queries")])
-    return f"model: {model_name}\n" + tabulate(rows, headers=["task", "pool", "main metric", "x100", "queries"])
+        main = record.main_metric
+        value = record.metrics.get(main) if main else None
+        rows.append([outcome.task, record.pool, main or "-", "-" if value is None else format_value(value, shown),
+                     record.n_queries])
+    partial = sorted({str(o.record.limit["queries"]) for _, o in outcomes if o.record.limit})
+    flag = (f"PARTIAL: --limit {', '.join(partial)} (a sample of each task's queries and candidates; "
+            "not comparable with full results)\n") if partial else ""
+    # Values stay as formatted (tabulate would reparse "40.00" as 40).
+    return f"model: {model_name}\n{flag}" + tabulate(rows, headers=["task", "pool", "main metric", "x100", "queries"],
+                                                 disable_numparse=True, colalign=("left",) * 3 + ("right",) * 2)

@@ -25,8 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load and check the sweep, then print, run or submit its grid points."""
-    from mbench.errors import MbenchError
-    from mbench.sweep import (
+    from mbench.engine.sweep import (
         SlurmOptions,
         check_tasks,
         dry_run,
@@ -35,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
         run_local,
         run_slurm,
     )
+    from mbench.errors import MbenchError
 
     for flag in ("slurm_gpus_per_node", "slurm_time", "slurm_array_parallelism"):
         value = getattr(args, flag)

@@ -9,7 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from mbench.errors import MbenchError
+from mbench.commands.selection import add_adhoc_arguments, leaderboard_from_args
+from mbench.display import add_decimals_argument
 
 FORMATS = ("md", "latex", "csv", "html")
 
@@ -34,11 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resamples", type=int, default=10_000, help="permutations of the significance test (default: 10000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the significance test (default: 0)")
     parser.add_argument("--list", action="store_true", help="list the packaged leaderboards and exit")
-    adhoc = parser.add_argument_group("ad-hoc table (no SPEC)")
-    adhoc.add_argument("--tasks", nargs="+", metavar="TASK", help="tasks, groups or glob patterns: one row each")
-    adhoc.add_argument("--models", nargs="+", metavar="MODEL", help="one column per model name (default: every model with results)")
-    adhoc.add_argument("--metric", nargs="+", metavar="METRIC", help="metric(s) per task (default: each task's main metric)")
-    adhoc.add_argument("--pool", default=None, help="candidate pool of every row (default: the one pool the results have)")
+    add_decimals_argument(parser)
+    add_adhoc_arguments(parser)
     parser.add_argument(
         "--tasks-dir", action="append", default=[], metavar="DIR", help="an extra directory of task YAMLs (repeatable)"
     )
@@ -46,49 +44,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build the table and print (or write) it; notes about the choice of results go to stderr."""
-    from mbench.leaderboard import (
-        list_packaged_leaderboards,
-        load_leaderboard,
-        resolve_leaderboard_path,
-    )
+    from mbench.reporting.leaderboard import list_packaged_leaderboards
+    from mbench.reporting.tables import build_table, render, significance
     from mbench.results import default_results_dir
-    from mbench.tables import adhoc_leaderboard, build_table, render, significance
 
     if args.list:
         for path in list_packaged_leaderboards():
             print(path.stem)
         return 0
     results_dir = args.results_dir or default_results_dir()
-    if args.spec is not None and args.tasks:
-        raise MbenchError("give either a SPEC or --tasks, not both")
-    if args.spec is not None:
-        if args.models or args.metric or args.pool:
-            raise MbenchError("--models, --metric and --pool belong to the ad-hoc form (--tasks); a SPEC fixes them")
-        spec = load_leaderboard(resolve_leaderboard_path(args.spec), tasks_dirs=args.tasks_dir)
-    elif args.tasks:
-        spec = adhoc_leaderboard(
-            args.tasks,
-            results_dir=results_dir,
-            models=args.models,
-            metrics=args.metric,
-            pool=args.pool,
-            tasks_dirs=args.tasks_dir,
-        )
-    else:
-        raise MbenchError("give a leaderboard SPEC (see `mbench table --list`) or --tasks for an ad-hoc table")
-    table = build_table(spec, results_dir, tasks_dirs=args.tasks_dir)
+    spec = leaderboard_from_args(args, results_dir, command="table")
+    table = build_table(spec, results_dir, tasks_dirs=args.tasks_dir, limit=args.limit)
     p_values = None
     if args.significance is not None:
         p_values = significance(table, args.significance, n_resamples=args.resamples, seed=args.seed)
     baseline = None
     if args.significance is not None:
         baseline = next(c.name for c in spec.runs if args.significance in (c.name, c.label))
-    text = render(table, args.format, delta=args.delta, p_values=p_values, baseline=baseline)
+    text = render(table, args.format, delta=args.delta, p_values=p_values, baseline=baseline, decimals=args.decimals)
     for note in table.notes:
         print(f"mbench table: note: {note}", file=sys.stderr)
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text, encoding="utf-8")
+        from mbench.formats.atomic import atomic_write_bytes
+
+        atomic_write_bytes(args.out, text.encode("utf-8"))
     else:
         sys.stdout.write(text)
     return 0

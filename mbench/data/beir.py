@@ -9,15 +9,55 @@ the document sharing its id, so that document never counts in its ranking.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
-from mbench.data.common import Problems, check_unique, read_jsonl, require_column
-from mbench.data.types import ItemTable, TaskData
+from mbench.data.adapter import HUB_EXTRA_HINT, FileAdapter, FilesSchema, LoadRequest
+from mbench.data.common import Problems, check_unique, require_column
+from mbench.data.types import ItemTable, QrelsSource, TaskData
 from mbench.errors import MbenchError
+from mbench.formats.jsonl import read_jsonl
+from mbench.formats.qrels import Qrels, qrels_from_columns, read_beir_qrels
 from mbench.metrics import Relevance
 from mbench.tasks.spec import TaskSpec
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+class BeirFiles(FilesSchema):
+    """A BEIR task's files, relative to its folder."""
+
+    corpus: str | None = None
+    queries: str = "queries.jsonl"
+    qrels: str | None = None
+
+
+class BeirAdapter(FileAdapter):
+    """BEIR's layout on disk, or an ``mteb/<name>`` dataset at a pinned revision on the hub."""
+
+    name = "beir"
+    files = BeirFiles
+    options = frozenset({"ignore_identical_ids", "hf_dataset", "revision"})
+    downloads = True
+
+    def load(self, spec: TaskSpec, request: LoadRequest) -> TaskData:
+        """The task from its folder, or from the hub when there is none."""
+        if request.folder is None:
+            return request.from_hub(spec, lambda: load_beir_hub(spec))
+        return load_beir(spec, request.folder)
+
+    def count_file(self, spec: TaskSpec, folder: Path) -> int:
+        """Lines of the split's qrels TSV (after its header)."""
+        return len(read_beir_qrels(qrels_path(spec, folder)))
+
+    def how_to_get(self, spec: TaskSpec) -> str:
+        """Where BEIR data comes from."""
+        return (f"download the BEIR dataset into ROOT/{spec.data_folder} (corpus.jsonl, queries.jsonl, "
+                f"qrels/{spec.split}.tsv)"
+                + (f", or let mbench fetch {spec.hf_dataset}@{spec.revision} from the hub (needs {HUB_EXTRA_HINT})"
+                   if spec.hf_dataset else ""))
 
 
 def corpus_path(spec: TaskSpec, folder: Path) -> Path:
@@ -25,17 +65,17 @@ def corpus_path(spec: TaskSpec, folder: Path) -> Path:
     local = spec.pools.get("local")
     if local is not None and local.file is not None:
         return folder / local.file
-    return folder / spec.files.get("corpus", "corpus.jsonl")
+    return folder / (BeirAdapter().files_of(spec).corpus or "corpus.jsonl")
 
 
 def queries_path(spec: TaskSpec, folder: Path) -> Path:
     """The task's query file."""
-    return folder / spec.files.get("queries", "queries.jsonl")
+    return folder / BeirAdapter().files_of(spec).queries
 
 
 def qrels_path(spec: TaskSpec, folder: Path) -> Path:
     """The task's qrels file for its split."""
-    return folder / spec.files.get("qrels", f"qrels/{spec.split}.tsv")
+    return folder / (BeirAdapter().files_of(spec).qrels or f"qrels/{spec.split}.tsv")
 
 
 def read_corpus(path: Path) -> pd.DataFrame:
@@ -49,36 +89,11 @@ def read_queries(path: Path) -> pd.DataFrame:
     return _read_id_jsonl(path, {"_id": "string", "text": "string"})
 
 
-def read_qrels(path: Path) -> pd.DataFrame:
-    """A BEIR qrels TSV (header ``query-id corpus-id score``) with a 1-based ``line`` column (the header is line 1)."""
-    if not path.is_file():
-        raise MbenchError(f"{path}: file not found")
-    try:
-        frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise MbenchError(f"{path}: not a BEIR qrels TSV (query-id, corpus-id, score): {err}") from None
-    if list(frame.columns[:3]) != ["query-id", "corpus-id", "score"] or len(frame.columns) != 3:
-        raise MbenchError(f"{path}:1: expected the header 'query-id<TAB>corpus-id<TAB>score', got {list(frame.columns)}")
-    return _typed_qrels(frame.rename(columns={"query-id": "qid", "corpus-id": "did"}), path, first_line=2)
-
-
-def _typed_qrels(frame: pd.DataFrame, path: Path | str, first_line: int) -> pd.DataFrame:
-    frame = frame.assign(line=np.arange(first_line, first_line + len(frame)))
-    score = pd.to_numeric(frame["score"], errors="coerce")
-    if score.isna().any():
-        bad = score.isna().to_numpy().nonzero()[0][0]
-        raise MbenchError(f"{path}:{frame['line'].iloc[bad]}: score {frame['score'].iloc[bad]!r} is not a number")
-    frame["score"] = score.astype(np.int64)
-    frame["qid"] = frame["qid"].astype(str)
-    frame["did"] = frame["did"].astype(str)
-    return frame[["qid", "did", "score", "line"]].reset_index(drop=True)
-
-
 def load_beir(spec: TaskSpec, folder: Path) -> TaskData:
     """Load a BEIR-layout task from ``folder``."""
     corpus_file, queries_file, qrels_file = corpus_path(spec, folder), queries_path(spec, folder), qrels_path(spec, folder)
     return build_task(
-        spec, read_corpus(corpus_file), read_queries(queries_file), read_qrels(qrels_file),
+        spec, read_corpus(corpus_file), read_queries(queries_file), read_beir_qrels(qrels_file),
         sources=(str(corpus_file), str(queries_file), str(qrels_file)), provenance=str(folder),
     )
 
@@ -99,13 +114,17 @@ def load_beir_hub(spec: TaskSpec, cache_dir: Path | None = None) -> TaskData:
     hub = f"{spec.hf_dataset}@{spec.revision}"
     corpus = table("corpus", None)
     queries = table("queries", None)
-    qrels = table("default", spec.split).rename(columns={"query-id": "qid", "corpus-id": "did"})
+    qrels_table = table("default", spec.split)
     for frame in (corpus, queries):
         frame["_id"] = frame["_id"].astype(str)
     if "title" not in corpus:
         corpus["title"] = ""
+    qrels = qrels_from_columns(
+        qrels_table["query-id"].astype(str).to_numpy(dtype=object), qrels_table["corpus-id"].astype(str).to_numpy(dtype=object),
+        qrels_table["score"].to_numpy(), format="beir", source=f"{hub}:default/{spec.split}",
+    )
     return build_task(
-        spec, corpus, queries, _typed_qrels(qrels, f"{hub}:default/{spec.split}", first_line=1),
+        spec, corpus, queries, qrels,
         sources=(f"{hub}:corpus", f"{hub}:queries", f"{hub}:default/{spec.split}"), provenance=f"hf://{hub}",
     )
 
@@ -114,34 +133,38 @@ def build_task(
     spec: TaskSpec,
     corpus: pd.DataFrame,
     queries: pd.DataFrame,
-    qrels: pd.DataFrame,
+    qrels: Qrels,
     *,
     sources: tuple[str, str, str],
     provenance: str,
 ) -> TaskData:
-    """Join the three BEIR tables into TaskData, listing every unknown or repeated id at once."""
+    """Join the three BEIR tables into TaskData, listing every unknown id at once."""
+    import pandas as pd
+
     corpus_src, queries_src, qrels_src = sources
     problems = Problems()
     check_unique(corpus["_id"], Path(corpus_src), "doc id", problems)
     check_unique(queries["_id"], Path(queries_src), "query id", problems)
     doc_index = pd.Index(corpus["_id"])
     query_index = pd.Index(queries["_id"].drop_duplicates())
-    row = query_index.get_indexer(qrels["qid"])
-    cand = doc_index.get_indexer(qrels["did"]) if doc_index.is_unique else pd.Index(
-        corpus["_id"].drop_duplicates()).get_indexer(qrels["did"])
-    for line, qid in zip(qrels["line"][row < 0].tolist(), qrels["qid"][row < 0].tolist()):
-        problems.add("unknown query id", f"{qrels_src}:{line}: query id {qid!r} is not in {queries_src}")
-    for line, did in zip(qrels["line"][cand < 0].tolist(), qrels["did"][cand < 0].tolist()):
-        problems.add("unknown doc id", f"{qrels_src}:{line}: corpus id {did!r} is not in {corpus_src}")
-    repeated = qrels.duplicated(["qid", "did"]).to_numpy()
-    for line in qrels["line"][repeated].tolist():
-        problems.add("repeated judgment", f"{qrels_src}:{line}: the same (query-id, corpus-id) is judged twice")
+    row = query_index.get_indexer(qrels.qids)
+    cand = doc_index.get_indexer(qrels.docids) if doc_index.is_unique else pd.Index(
+        corpus["_id"].drop_duplicates()).get_indexer(qrels.docids)
+    unknown_query, unknown_doc = np.flatnonzero(row < 0), np.flatnonzero(cand < 0)
+    bad = np.union1d(unknown_query, unknown_doc).tolist()
+    lines = dict(zip(bad, qrels.line_numbers(bad)))
+    for judgment in unknown_query.tolist():
+        problems.add("unknown query id",
+                     f"{qrels_src}:{lines[judgment]}: query id {qrels.qids[judgment]!r} is not in {queries_src}")
+    for judgment in unknown_doc.tolist():
+        problems.add("unknown doc id",
+                     f"{qrels_src}:{lines[judgment]}: corpus id {qrels.docids[judgment]!r} is not in {corpus_src}")
     problems.raise_if_any(f"task {spec.name} ({provenance})")
 
     judged = np.unique(row)
     new_row = np.full(len(query_index), -1, dtype=np.int64)
     new_row[judged] = np.arange(judged.size)
-    relevance = Relevance.from_pairs(new_row[row], cand, qrels["score"].to_numpy(), judged.size)
+    relevance = Relevance.from_pairs(new_row[row], cand, qrels.grades, judged.size)
     kept = queries.drop_duplicates("_id").iloc[judged]
     titles = corpus["title"].fillna("").astype(str)
     texts = corpus["text"].fillna("").astype(str)
@@ -156,13 +179,17 @@ def build_task(
     excluded = None
     if spec.ignore_identical_ids:
         excluded = doc_index.get_indexer(query_table.ids).astype(np.int64)
+    qrels_file = Path(qrels_src).absolute() if Path(qrels_src).is_file() else qrels_src  # else a hub id
     return TaskData(
         name=spec.name, queries=query_table, pool=pool, relevance=relevance, excluded=excluded, source=provenance,
+        qrels=QrelsSource(files=(str(qrels_file),), format="beir"),
     )
 
 
 def _read_id_jsonl(path: Path, columns: dict[str, str]) -> pd.DataFrame:
     """Read a BEIR JSONL file; ids written as JSON numbers (some conversions do that) become strings."""
+    import pandas as pd
+
     try:
         frame = read_jsonl(path, columns)
     except MbenchError:

@@ -9,15 +9,15 @@ the pool index of ``target_img_id``. The test split has no ground truth: relevan
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
+from mbench.data.adapter import FileAdapter, FilesSchema, LoadRequest
 from mbench.data.common import Problems
-from mbench.data.types import ItemTable, TaskData
+from mbench.data.types import ItemTable, QrelsSource, TaskData
 from mbench.errors import MbenchError
+from mbench.formats.circo import read_circo_annotations
 from mbench.metrics import Relevance
 from mbench.tasks.spec import TaskSpec
 
@@ -28,30 +28,49 @@ IMAGES_HINT = (
 )
 
 
-@dataclass(frozen=True)
-class CircoQuery:
-    """One CIRCO annotation: a reference image, a relative caption and (val only) the ground truth."""
+class CircoFiles(FilesSchema):
+    """A CIRCO task's files, relative to its folder."""
 
-    id: str
-    reference_img_id: int
-    relative_caption: str
-    target_img_id: int | None
-    gt_img_ids: tuple[int, ...]
+    annotations: str | None = None
+    images: str = "unlabeled2017"
+    image_info: str = "image_info_unlabeled2017.json"
+
+
+class CircoAdapter(FileAdapter):
+    """CIRCO's repository layout with the COCO 2017 unlabeled images beside it (nothing to download)."""
+
+    name = "circo"
+    files = CircoFiles
+
+    def load(self, spec: TaskSpec, request: LoadRequest) -> TaskData:
+        """The split's queries, the image corpus and (val) the judgments."""
+        if request.folder is None:
+            raise MbenchError(request.not_found(spec))
+        return load_circo(spec, request.folder)
+
+    def count_file(self, spec: TaskSpec, folder: Path) -> int:
+        """The ground-truth images of every query of the annotation file."""
+        return count_relevant(spec, folder)[1]
+
+    def how_to_get(self, spec: TaskSpec) -> str:
+        """Where CIRCO data comes from."""
+        return (f"clone https://github.com/miccunifi/CIRCO into ROOT/{spec.data_folder} (annotations/) and unzip the "
+                "COCO 2017 unlabeled images (unlabeled2017/) and image_info_unlabeled2017.json there")
 
 
 def annotations_path(spec: TaskSpec, folder: Path) -> Path:
     """The task's annotation file."""
-    return folder / spec.files.get("annotations", f"annotations/{spec.split}.json")
+    return folder / (CircoAdapter().files_of(spec).annotations or f"annotations/{spec.split}.json")
 
 
 def images_folder(spec: TaskSpec, folder: Path) -> Path:
     """The folder of the COCO 2017 unlabeled JPEGs."""
-    return folder / spec.files.get("images", "unlabeled2017")
+    return folder / CircoAdapter().files_of(spec).images
 
 
 def image_info_path(spec: TaskSpec, folder: Path) -> Path:
     """COCO's ``image_info_unlabeled2017.json`` (optional: lists the corpus ids)."""
-    return folder / spec.files.get("image_info", "image_info_unlabeled2017.json")
+    return folder / CircoAdapter().files_of(spec).image_info
 
 
 def image_file_name(image_id: int) -> str:
@@ -59,35 +78,9 @@ def image_file_name(image_id: int) -> str:
     return f"{image_id:012d}.jpg"
 
 
-def read_annotations(path: Path) -> list[CircoQuery]:
-    """The queries of one CIRCO annotation file (reads annotations only; no images needed)."""
-    if not path.is_file():
-        raise MbenchError(f"{path}: file not found")
-    try:
-        rows = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise MbenchError(f"{path}:{err.lineno}: not valid JSON: {err.msg}") from None
-    if not isinstance(rows, list):
-        raise MbenchError(f"{path}: expected a JSON list of queries")
-    queries = []
-    for number, row in enumerate(rows):
-        try:
-            gt = tuple(int(i) for i in row.get("gt_img_ids") or ())
-            target = row.get("target_img_id")
-            queries.append(CircoQuery(
-                id=str(row["id"]), reference_img_id=int(row["reference_img_id"]),
-                relative_caption=str(row["relative_caption"]),
-                target_img_id=None if target is None else int(target), gt_img_ids=gt,
-            ))
-        except (KeyError, TypeError, ValueError, AttributeError) as err:
-            raise MbenchError(f"{path}: query #{number} ({row.get('id') if isinstance(row, dict) else row!r}): "
-                              f"bad or missing field {err}") from None
-    return queries
-
-
 def count_relevant(spec: TaskSpec, folder: Path) -> tuple[int, int]:
     """(number of queries, number of relevant image ids) of the task's annotation file."""
-    queries = read_annotations(annotations_path(spec, folder))
+    queries = read_circo_annotations(annotations_path(spec, folder))
     return len(queries), sum(len(q.gt_img_ids) for q in queries)
 
 
@@ -118,18 +111,20 @@ def corpus_ids(spec: TaskSpec, folder: Path) -> tuple[list[int], list[str]]:
 
 def load_circo(spec: TaskSpec, folder: Path) -> TaskData:
     """Load a CIRCO split with its image corpus; every unknown image id is listed in one error."""
+    import pandas as pd
+
     path = annotations_path(spec, folder)
-    queries = read_annotations(path)
+    queries = read_circo_annotations(path)
+    for query in queries:
+        missing = [key for key, value in (("reference_img_id", query.reference_img_id),
+                                          ("relative_caption", query.relative_caption)) if value is None]
+        if missing:
+            raise MbenchError(f"{path}: query {query.id} (entry {query.entry}): no {' or '.join(map(repr, missing))}")
     ids, files = corpus_ids(spec, folder)
     position = pd.Index(ids)
     problems = Problems()
     if not position.is_unique:
         problems.add("duplicate image id", f"{image_info_path(spec, folder)}: repeated image ids in the corpus")
-    seen: set[str] = set()
-    for query in queries:
-        if query.id in seen:
-            problems.add("duplicate query id", f"{path}: query id {query.id} occurs twice")
-        seen.add(query.id)
     references = position.get_indexer([q.reference_img_id for q in queries]) if position.is_unique else None
     has_truth = any(q.gt_img_ids for q in queries)
     if references is not None:
@@ -158,7 +153,7 @@ def load_circo(spec: TaskSpec, folder: Path) -> TaskData:
     assert references is not None
     if relevance is not None:
         # Queries without judgments are dropped, as for every task.
-        keep = np.flatnonzero(relevance.num_relevant() > 0)
+        keep = np.flatnonzero(np.diff(relevance.indptr) > 0)
         if keep.size < len(queries):
             relevance, targets = relevance.subset(keep), targets[keep]
             queries = [queries[i] for i in keep.tolist()]
@@ -170,4 +165,5 @@ def load_circo(spec: TaskSpec, folder: Path) -> TaskData:
     pool = ItemTable(ids=[str(i) for i in ids], texts=[None] * len(ids), images=files, modalities=["image"] * len(ids))
     return TaskData(
         name=spec.name, queries=query_table, pool=pool, relevance=relevance, targets=targets, source=str(folder),
+        qrels=QrelsSource(files=(str(path.absolute()),), format="circo") if relevance is not None else None,
     )

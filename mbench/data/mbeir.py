@@ -1,7 +1,8 @@
-"""The M-BEIR adapter: a directory in M-BEIR's layout (DESIGN.md section 4) -> TaskData.
+"""The M-BEIR adapter: a directory in M-BEIR's layout (``query/``, ``cand_pool/``, ``qrels/``,
+``instructions/``, ``mbeir_images/``, as TIGER-Lab/M-BEIR ships it) -> TaskData.
 
-Queries come from ``spec.files["queries"]``, judgments from ``spec.files["qrels"]`` (5 columns
-``qid 0 did rel task_id``), the local pool from ``spec.pools["local"].file``; the global pool is
+Queries come from ``files.queries``, judgments from ``files.qrels`` (5 columns
+``qid 0 did rel task_id``), the local pool from ``pools.local.file``; the global pool is
 the concatenation of the local pools of the tasks of the group named by ``union_of``. Image
 paths in the files are relative to the M-BEIR root and are stored absolute. qid and did are
 separate namespaces ("9:1" can be both), so identical ids are never dropped.
@@ -13,15 +14,21 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
-from mbench.data.common import DataWarning, Problems, absolute_paths, check_unique, read_jsonl, require_column
-from mbench.data.types import MODALITIES, ItemTable, TaskData
+from mbench.data.adapter import FileAdapter, FilesSchema, LoadRequest
+from mbench.data.common import DataWarning, Problems, absolute_paths, check_unique, require_column
+from mbench.data.types import MODALITIES, ItemTable, QrelsSource, TaskData
 from mbench.errors import MbenchError
+from mbench.formats.jsonl import read_jsonl
+from mbench.formats.qrels import Qrels, read_mbeir_qrels
 from mbench.metrics import Relevance
 from mbench.tasks.spec import TaskSpec
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 QUERY_COLUMNS = {
     "qid": "string",
@@ -47,6 +54,82 @@ class PoolMember:
     root: Path
 
 
+class MbeirFiles(FilesSchema):
+    """An M-BEIR task's files, relative to the M-BEIR root (its local pool file is ``pools.local.file``)."""
+
+    queries: str
+    qrels: str
+    instructions: str = INSTRUCTIONS_FILE
+
+
+class MbeirAdapter(FileAdapter):
+    """M-BEIR's layout on disk, or the files of one task from the pinned M-BEIR revision on the hub."""
+
+    name = "mbeir"
+    files = MbeirFiles
+    options = frozenset({"dataset_id", "uniir_task_id", "paper_task", "hf_dataset", "revision"})
+    downloads = True
+
+    def load(self, spec: TaskSpec, request: LoadRequest) -> TaskData:
+        """The task against its local pool, or against the union of its group's local pools (``union_of``)."""
+        folder = request.folder
+        if folder is None:
+            folder = request.from_hub(spec, lambda: _snapshot(spec, request))
+        members: list[PoolMember] = []
+        pool_spec = spec.pools.get(request.pool)
+        if pool_spec is not None and pool_spec.union_of is not None:
+            members = global_pool_members(spec, pool_spec.union_of, folder, request)
+        return load_mbeir(spec, folder, pool="local" if not members else request.pool, global_members=members,
+                          check_images=request.check_images)
+
+    def count_file(self, spec: TaskSpec, folder: Path) -> int:
+        """Lines of the task's 5-column qrels file."""
+        return count_judgments(spec, folder)
+
+    def how_to_get(self, spec: TaskSpec) -> str:
+        """Where M-BEIR comes from."""
+        return (f"download the M-BEIR dataset (huggingface-cli download {spec.hf_dataset or 'TIGER-Lab/M-BEIR'} "
+                f"--repo-type dataset{' --revision ' + spec.revision if spec.revision else ''} "
+                f"--local-dir ROOT/{spec.data_folder}) and extract its image archive there")
+
+
+def global_pool_members(spec: TaskSpec, group: str, folder: Path, request: LoadRequest) -> list[PoolMember]:
+    """The local pools whose concatenation is ``spec``'s pool ``union_of: group``, each file once."""
+    members: list[PoolMember] = []
+    seen: set[Path] = set()
+    for member in request.group_members(group):
+        local = member.pools.get("local")
+        if member.adapter != MbeirAdapter.name or local is None or local.file is None:
+            raise MbenchError(
+                f"task {spec.name}: pool union_of {group!r} includes {member.name}, which has no M-BEIR local pool file"
+            )
+        member_folder = folder if member.data_folder == spec.data_folder else request.folder_of(member)
+        if member_folder is None:
+            raise MbenchError(request.not_found(member))
+        path = (member_folder / local.file).absolute()
+        if path in seen:
+            continue
+        seen.add(path)
+        members.append(PoolMember(task=member.name, path=path, root=member_folder))
+    if not members:
+        raise MbenchError(f"task {spec.name}: group {group!r} of its pool has no tasks")
+    return members
+
+
+def _snapshot(spec: TaskSpec, request: LoadRequest) -> Path:
+    """Download the files this task reads from the pinned M-BEIR revision; return the snapshot folder."""
+    from huggingface_hub import snapshot_download
+
+    patterns = required_files(spec, "local") + [INSTRUCTIONS_FILE]
+    pool_spec = spec.pools.get(request.pool)
+    if pool_spec is not None and pool_spec.union_of is not None:
+        patterns += [m.pools["local"].file for m in request.group_members(pool_spec.union_of) if "local" in m.pools]
+    path = snapshot_download(
+        repo_id=spec.hf_dataset, repo_type="dataset", revision=spec.revision, allow_patterns=sorted(set(patterns))
+    )
+    return Path(path)
+
+
 def read_queries(path: Path) -> pd.DataFrame:
     """An M-BEIR query file as a DataFrame (qid, query_txt, query_img_path, query_modality, task_id)."""
     frame = read_jsonl(path, QUERY_COLUMNS)
@@ -59,35 +142,6 @@ def read_pool(path: Path) -> pd.DataFrame:
     frame = read_jsonl(path, CAND_COLUMNS)
     require_column(frame, "did", path)
     return frame
-
-
-def read_qrels(path: Path) -> pd.DataFrame:
-    """An M-BEIR qrels file (``qid 0 did rel task_id``) with a 1-based ``line`` column."""
-    if not path.is_file():
-        raise MbenchError(f"{path}: file not found")
-    names = ["qid", "iteration", "did", "rel", "task_id"]
-    try:
-        frame = pd.read_csv(
-            path, sep=r"\s+", header=None, names=names, dtype=str, keep_default_na=False,
-            skip_blank_lines=False, engine="c",
-        )
-    except pd.errors.ParserError as err:
-        raise MbenchError(f"{path}: not 5 whitespace-separated columns (qid 0 did rel task_id): {err}") from None
-    except pd.errors.EmptyDataError:
-        frame = pd.DataFrame({name: pd.Series(dtype=object) for name in names})
-    frame["line"] = np.arange(1, len(frame) + 1)
-    blank = frame["qid"].eq("") | frame["qid"].isna()
-    frame = frame[~blank]
-    short = frame["task_id"].eq("") | frame["task_id"].isna()
-    if short.any():
-        line = int(frame["line"][short].iloc[0])
-        raise MbenchError(f"{path}:{line}: expected 5 columns (qid 0 did rel task_id)")
-    rel = pd.to_numeric(frame["rel"], errors="coerce")
-    if rel.isna().any():
-        line = int(frame["line"][rel.isna()].iloc[0])
-        raise MbenchError(f"{path}:{line}: relevance {frame['rel'][rel.isna()].iloc[0]!r} is not an integer")
-    frame = frame.assign(rel=rel.astype(np.int64))
-    return frame[["qid", "did", "rel", "task_id", "line"]].reset_index(drop=True)
 
 
 def pool_table(frame: pd.DataFrame, root: Path, path: Path, problems: Problems) -> ItemTable:
@@ -125,6 +179,8 @@ def read_global_pool(members: Sequence[PoolMember], problems: Problems) -> ItemT
 
 
 def _read_global_pool(members: Sequence[PoolMember], problems: Problems) -> ItemTable:
+    import pandas as pd
+
     frames, sources = [], []
     for number, member in enumerate(members):
         frame = read_pool(member.path)
@@ -179,8 +235,8 @@ def load_mbeir(
         candidates = pool_table(frame, folder, local_path, problems)
     else:
         candidates = read_global_pool(global_members, problems)
-    qrels = read_qrels(qrels_path)
-    relevance, kept = _relevance(spec, qrels, qrels_path, queries["qid"], candidates, pool, problems)
+    qrels = read_mbeir_qrels(qrels_path)
+    relevance, kept, outside_pool = _relevance(spec, qrels, qrels_path, queries["qid"], candidates, pool, problems)
     problems.raise_if_any(f"task {spec.name} ({folder})")
     if check_images:
         _check_image_roots(folder, [p for p in queries["query_img_path"].tolist() if p], candidates)
@@ -195,73 +251,72 @@ def load_mbeir(
     return TaskData(
         name=spec.name, queries=query_table, pool=candidates, relevance=relevance,
         source=str(folder), pool_name=pool,
+        qrels=QrelsSource(files=(str(qrels_path.absolute()),), format="mbeir", outside_pool=outside_pool,
+                          outside_pool_prefix=CROSS_DATASET_PREFIX.get(spec.dataset_id or -1) if outside_pool else None),
     )
 
 
 def _relevance(
     spec: TaskSpec,
-    qrels: pd.DataFrame,
+    qrels: Qrels,
     path: Path,
     qids: pd.Series,
     pool: ItemTable,
     pool_name: str,
     problems: Problems,
-) -> tuple[Relevance, np.ndarray]:
-    """Map qrels onto query rows and pool indices; queries without judgments are dropped."""
+) -> tuple[Relevance, np.ndarray, int]:
+    """Map qrels onto query rows and pool indices, and count the judgments outside the pool by
+    M-BEIR's cross-dataset rule; queries without judgments are dropped."""
+    import pandas as pd
+
     query_index = pd.Index(qids)
     if not query_index.is_unique:
         query_index = pd.Index(qids.drop_duplicates())
-    row = query_index.get_indexer(qrels["qid"])
+    row = query_index.get_indexer(qrels.qids)
     pool_index = pd.Index(pool.ids)
     if not pool_index.is_unique:
         # Repeated dids are already recorded as problems; this lookup only finds the unknown ones.
         pool_index = pool_index.drop_duplicates()
-    cand = pool_index.get_indexer(qrels["did"]) if len(pool_index) else np.full(len(qrels), -1)
-    for line, qid in zip(qrels["line"][row < 0].tolist(), qrels["qid"][row < 0].tolist()):
-        problems.add("unknown qid", f"{path}:{line}: qid {qid!r} is not in the query file")
+    cand = pool_index.get_indexer(qrels.docids) if len(pool_index) else np.full(len(qrels), -1)
     unknown = cand < 0
     prefix = CROSS_DATASET_PREFIX.get(spec.dataset_id or -1)
     if pool_name == "local" and prefix is not None:
-        cross = unknown & qrels["did"].str.startswith(prefix).to_numpy()
-        if cross.any():
-            warnings.warn(
-                f"{path}: dropped {int(cross.sum())} judgment(s) naming dids of the other dataset "
-                f"(prefix {prefix!r}), absent from the local pool of {spec.name}; the global pool keeps them",
-                DataWarning,
-                stacklevel=3,
-            )
+        # M-BEIR's rule, not a fault of the data: UniIR scores the local pool without these
+        # judgments, so they are counted (QrelsSource.outside_pool), not warned about.
+        cross = unknown & pd.Series(qrels.docids, dtype=object).str.startswith(prefix).to_numpy(dtype=bool)
         unknown &= ~cross
         drop_cross = cross
     else:
         drop_cross = np.zeros(len(qrels), dtype=bool)
-    for line, did in zip(qrels["line"][unknown].tolist(), qrels["did"][unknown].tolist()):
-        problems.add("unknown did", f"{path}:{line}: did {did!r} is not in the {pool_name} pool of {spec.name}")
-    keep = (row >= 0) & (cand >= 0) & ~drop_cross
-    pairs = pd.DataFrame({"row": row[keep], "cand": cand[keep], "line": qrels["line"].to_numpy()[keep]})
-    repeated = pairs.duplicated(["row", "cand"])
-    for line in pairs["line"][repeated].tolist():
-        problems.add("repeated judgment", f"{path}:{line}: the same (qid, did) is judged twice")
+    bad = np.union1d(np.flatnonzero(row < 0), np.flatnonzero(unknown)).tolist()
+    lines = dict(zip(bad, qrels.line_numbers(bad)))
+    for judgment in np.flatnonzero(row < 0).tolist():
+        problems.add("unknown qid", f"{path}:{lines[judgment]}: qid {qrels.qids[judgment]!r} is not in the query file")
+    for judgment in np.flatnonzero(unknown).tolist():
+        problems.add("unknown did",
+                     f"{path}:{lines[judgment]}: did {qrels.docids[judgment]!r} is not in the {pool_name} pool of {spec.name}")
     if problems:
-        return Relevance.from_lists([]), np.zeros(0, dtype=np.int64)
-    judged = np.unique(pairs["row"].to_numpy())
+        return Relevance.from_lists([]), np.zeros(0, dtype=np.int64), 0
+    keep = (row >= 0) & (cand >= 0) & ~drop_cross
+    judged = np.unique(row[keep])
     new_row = np.full(len(query_index), -1, dtype=np.int64)
     new_row[judged] = np.arange(judged.size)
-    relevance = Relevance.from_pairs(
-        new_row[pairs["row"].to_numpy()], pairs["cand"].to_numpy(), qrels["rel"].to_numpy()[keep], judged.size
-    )
+    relevance = Relevance.from_pairs(new_row[row[keep]], cand[keep], qrels.grades[keep], judged.size)
     # Rows of the query file in the order of the surviving queries.
     query_rows = pd.Index(qids).get_indexer(query_index[judged])
-    return relevance, query_rows
+    return relevance, query_rows, int(drop_cross.sum())
 
 
 def count_judgments(spec: TaskSpec, folder: Path) -> int:
     """Number of judgments in the task's qrels file (what ``n_qrels`` in the YAML counts)."""
-    return len(read_qrels(_task_file(spec, folder, "qrels")))
+    return len(read_mbeir_qrels(_task_file(spec, folder, "qrels")))
 
 
 def check_instructions(spec: TaskSpec, folder: Path) -> list[str]:
     """Compare the task's instructions with ``instructions/query_instructions.tsv`` when present; warn on differences."""
-    path = folder / spec.files.get("instructions", INSTRUCTIONS_FILE)
+    import pandas as pd
+
+    path = folder / MbeirAdapter().files_of(spec).instructions
     if not path.is_file() or spec.dataset_id is None:
         return []
     table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
@@ -294,16 +349,14 @@ def check_instructions(spec: TaskSpec, folder: Path) -> list[str]:
 
 def required_files(spec: TaskSpec, pool: str = "local") -> list[str]:
     """Paths, relative to the task folder, that loading the task reads (for hub downloads and checks)."""
-    files = [spec.files[key] for key in ("queries", "qrels") if key in spec.files]
+    files = [MbeirAdapter().files_of(spec).queries, MbeirAdapter().files_of(spec).qrels]
     if pool == "local" and "local" in spec.pools and spec.pools["local"].file:
         files.append(spec.pools["local"].file)
     return files
 
 
 def _task_file(spec: TaskSpec, folder: Path, key: str) -> Path:
-    if key not in spec.files:
-        raise MbenchError(f"task {spec.name}: `files` has no {key!r} entry (the mbeir adapter needs queries and qrels)")
-    return folder / spec.files[key]
+    return folder / getattr(MbeirAdapter().files_of(spec), key)
 
 
 def _local_pool_file(spec: TaskSpec) -> str:
@@ -323,6 +376,8 @@ def _check_modalities(values: pd.Series, path: Path, what: str, problems: Proble
 
 def _check_image_roots(folder: Path, query_images: list[str], pool: ItemTable) -> None:
     """A missing image directory is an error at load time; single missing files are `mbench validate`'s job."""
+    import pandas as pd
+
     # Vectorised over the (up to 5.6M) pool paths: only the distinct parent folders are stat'ed.
     paths = pd.Series(absolute_paths(folder, query_images) + list(pool.images), dtype=object).dropna()
     parents = paths.str.rpartition("/")[0].unique().tolist() if len(paths) else []

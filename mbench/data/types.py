@@ -63,6 +63,22 @@ class ItemTable:
         return {item_id: i for i, item_id in enumerate(self.ids)}
 
 
+@dataclass(frozen=True)
+class QrelsSource:
+    """The judgment file(s) a task is scored against, and the judgments of them its pool leaves out.
+
+    ``format`` is one of mbench.qrels' formats, so ``mbench score RESULT_DIR`` can read the files
+    again. ``outside_pool`` counts judgments naming candidates that are not in the loaded pool by
+    the dataset's own rule (M-BEIR OVEN/InfoSeek judgments on the other dataset's candidates,
+    whose dids start with ``outside_pool_prefix``): they count in the global pool only.
+    """
+
+    files: tuple[str, ...]
+    format: str
+    outside_pool: int = 0
+    outside_pool_prefix: str | None = None
+
+
 @dataclass
 class TaskData:
     """A task ready to evaluate: queries, candidate pool, graded relevance and extras.
@@ -71,7 +87,8 @@ class TaskData:
     adapters). ``targets`` (CIRCO) is the pool index of each query's single target, -1 where
     absent. ``excluded`` is, per query, a pool index removed from its ranking before scoring
     (BEIR tasks with ``ignore_identical_ids``), -1 where none. ``source`` says where the data
-    came from (a local path, or a hub id with its revision) for the result's provenance.
+    came from (a local path, or a hub id with its revision) for the result's provenance;
+    ``qrels`` which judgment files the relevance came from.
     """
 
     name: str
@@ -82,3 +99,4 @@ class TaskData:
     excluded: np.ndarray | None = None
     source: str = ""
     pool_name: str = "local"
+    qrels: QrelsSource | None = None

@@ -13,8 +13,6 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 
 @dataclass(frozen=True)
 class World:
@@ -81,17 +79,3 @@ def slice_bounds(n_items: int, world: World) -> tuple[int, int]:
     return start, min(n_items, start + per_rank)
 
 
-def merge_top_k(
-    parts: list[tuple[np.ndarray, np.ndarray]], tie_rank: np.ndarray, k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Merge per-rank (scores, global indices) top-k lists into the global top-k.
-
-    Each part is exact for its slice under the total order, so the k best of their union under
-    the same order are the exact global top-k whatever the number of parts.
-    """
-    scores = np.concatenate([s for s, _ in parts], axis=1)
-    indices = np.concatenate([i for _, i in parts], axis=1)
-    ties = np.where(indices >= 0, tie_rank[np.maximum(indices, 0)], -1)
-    # Padding (-1) has score -inf and sorts last; lexsort's last key is the primary one.
-    order = np.lexsort((-ties, -scores.astype(np.float64)), axis=1)[:, :k]
-    return np.take_along_axis(scores, order, axis=1), np.take_along_axis(indices, order, axis=1)

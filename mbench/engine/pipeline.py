@@ -1,32 +1,35 @@
-"""One evaluation run: task -> data -> instructions -> cached encoding -> exact search ->
-metrics -> result directory. The flow of DESIGN.md section 2, for every task of a run.
+"""One task of a run: task -> data -> instructions -> cached encoding -> exact search -> metrics ->
+result folder. The embedding cache (``engine.cache``), the ranking rules (``engine.ranking``) and
+the result writer (``mbench.results``) do the work; ``engine.orchestrate`` runs a list of tasks.
 """
 
 from __future__ import annotations
 
-import sys
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mbench.data.limit import Limit
 from mbench.data.types import ItemTable, TaskData
-from mbench.engine.distributed import World, merge_top_k, slice_bounds
-from mbench.engine.encode import (
-    EncodeOptions,
-    embedding_key,
-    encode_rows,
-    item_content_hash,
-)
+from mbench.engine.cache.encoder import POOL_MEMO, Encoder, pool_segments
+from mbench.engine.distributed import World, slice_bounds
+from mbench.engine.encode import EncodeOptions, encode_precision
 from mbench.engine.instructions import resolve_instructions
+from mbench.engine.ranking import drop_excluded, merge_top_k, ranking_depth, tie_ranks
 from mbench.errors import MbenchError
-from mbench.metrics import evaluate, required_depth
 from mbench.tasks.spec import TaskSpec
 
-MIN_DEPTH = 100
+if TYPE_CHECKING:
+    from mbench.results import ResultRecord
+
+# `--store-dtype` spellings -> the store's policy names, and back.
+STORE_DTYPE_CHOICES = {"native": "native", "fp16": "float16"}
+STORE_DTYPE_OPTIONS = {policy: option for option, policy in STORE_DTYPE_CHOICES.items()}
 
 
 @dataclass
@@ -45,11 +48,13 @@ class RunOptions:
     num_workers: int = 0
     depth: int | None = None
     search_backend: str = "torch"
+    store_dtype: str = "native"
     overwrite: bool = False
     progress: bool = True
     shard_size: int = 8192
     requested_model: str | None = None
     world: World = field(default_factory=World)
+    limit: Limit | None = None  # --limit: a smoke run on a sample of each task
 
 
 @dataclass
@@ -59,150 +64,8 @@ class TaskOutcome:
     task: str
     directory: Path
     computed: bool
-    record: dict[str, Any] = field(default_factory=dict)
+    record: ResultRecord | None = None
     data: TaskData | None = None
-
-
-def ranking_depth(spec: TaskSpec, requested: int | None) -> int:
-    """The top-k kept: the largest k any metric needs, the task's depth, at least 100, or more if asked."""
-    return max(required_depth(spec.metrics), spec.depth, MIN_DEPTH, requested or 0)
-
-
-def tie_ranks(ids: Sequence[str]) -> np.ndarray:
-    """Per candidate, its position in ascending string order: the larger ranks first on equal scores."""
-    order = np.argsort(np.asarray(ids, dtype=object), kind="stable")
-    ranks = np.empty(len(ids), dtype=np.int64)
-    ranks[order] = np.arange(len(ids), dtype=np.int64)
-    return ranks
-
-
-def pool_segments(pool: ItemTable) -> list[tuple[str, np.ndarray]]:
-    """The pool split into the pools it was assembled from (one segment for a plain pool).
-
-    The M-BEIR global pool is the 16 local pools concatenated; encoding per segment makes the
-    global pool reuse the local pools' stored embeddings, so no candidate is encoded twice.
-    """
-    if pool.source is None or not pool.source_names:
-        return [("pool", np.arange(len(pool), dtype=np.int64))]
-    segments = []
-    for index, name in enumerate(pool.source_names):
-        rows = np.flatnonzero(pool.source == index)
-        if rows.size:
-            segments.append((name, rows))
-    return segments
-
-
-class _TableMemo:
-    """Values derived from one item table (keys, tie ranks), kept while the table object lives.
-
-    The M-BEIR global pool is one shared object across the 16 tasks of a run; hashing its 5.6M
-    items or sorting its ids once per task would be wasted work.
-    """
-
-    def __init__(self) -> None:
-        self._table: ItemTable | None = None
-        self._values: dict[Any, Any] = {}
-
-    def get(self, table: ItemTable, name: Any, compute: Callable[[], Any]) -> Any:
-        """``compute()`` for ``table``, or the value computed before for this very object."""
-        if self._table is not table:
-            self._table, self._values = table, {}
-        if name not in self._values:
-            self._values[name] = compute()
-        return self._values[name]
-
-
-_POOL_MEMO = _TableMemo()
-
-
-class Encoder:
-    """Encodes item tables through the embedding store: stored shards are reused, missing ones computed."""
-
-    def __init__(self, model: Any, store: Any, options: EncodeOptions, dtype_name: str, world: World = World()) -> None:
-        from mbench.models.base import model_fingerprint
-
-        self.world = world
-        self.model = model
-        self.store = store
-        self.options = options
-        self.dtype_name = dtype_name
-        self.fingerprint = model_fingerprint(model.meta)
-
-    def encode(
-        self,
-        table: ItemTable,
-        rows: np.ndarray,
-        *,
-        role: str,
-        instructions: Sequence[str | None],
-        prompts: Sequence[str | None],
-        data_root: Path | None,
-        label: str,
-    ) -> Any:
-        """The stored embedding entry of ``table[rows]`` (computed for the shards not yet stored)."""
-        from mbench.models.base import check_items
-
-        def key_of() -> str:
-            hashes = [
-                item_content_hash(table.item(int(r)), instructions[int(r)], prompts[int(r)], data_root) for r in rows
-            ]
-            return embedding_key(self.fingerprint, role, self.dtype_name, hashes)
-
-        if role == "candidate":  # candidates carry no instruction or prompt: the key depends on content only
-            key = _POOL_MEMO.get(table, ("key", self.fingerprint, self.dtype_name, label, len(rows)), key_of)
-        else:
-            key = key_of()
-        meta = {
-            "model": self.model.meta.name,
-            "fingerprint": self.fingerprint,
-            "role": role,
-            "label": label,
-            "dtype": self.dtype_name,
-        }
-        # An existing entry keeps the shard layout it was created with (a later --shard-size only
-        # applies to new entries), so changing it never throws away stored embeddings.
-        if key in self.store:
-            entry = self.store.open(key)
-        else:
-            entry = self.store.entry(key, n_items=len(rows), shard_size=self.options.shard_size, meta=meta)
-        # Under torchrun each rank computes the missing shards of its residue class; every rank
-        # then waits for the others and checks that the entry is complete.
-        missing = entry.missing_shards_for_rank(self.world.rank, self.world.size)
-        if missing:
-            check_items(self.model.meta, table.items(rows[: min(len(rows), 64)]), role)  # fail fast on modality
-            total = sum(len(entry.shard_range(s)) for s in missing)
-            bar = _progress(total, f"encode {'queries' if role == 'query' else 'candidates'} {label}", self.options.progress)
-            try:
-                for shard in missing:
-                    shard_rows = rows[np.asarray(entry.shard_range(shard), dtype=np.int64)]
-                    vectors = encode_rows(
-                        self.model.encode,
-                        table,
-                        shard_rows,
-                        role=role,
-                        instructions=instructions,
-                        prompts=prompts,
-                        options=self.options,
-                        on_batch=bar.update,
-                    )
-                    if self.model.meta.similarity == "cosine":
-                        # Unit rows on disk make search a plain inner product for every consumer.
-                        vectors = _unit_rows(vectors)
-                    entry.write_shard(shard, vectors)
-            finally:
-                bar.close()
-        if self.world.size > 1:
-            self.world.barrier()
-            left = entry.missing_shards()
-            if left:
-                raise MbenchError(f"{role} embeddings {label}: shards {left[:10]} were not computed by their ranks")
-        return entry
-
-
-def _progress(total: int, desc: str, enabled: bool) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="item", disable=not enabled, file=sys.stderr, dynamic_ncols=True)
 
 
 def _timed(timings: dict[str, float], stage: str, fn: Callable[[], Any]) -> Any:
@@ -225,27 +88,13 @@ def _data_root_of(data: TaskData) -> Path | None:
     return source if source is not None and source.is_dir() else None
 
 
-def _drop_excluded(scores: np.ndarray, indices: np.ndarray, excluded: np.ndarray | None, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Remove each query's excluded pool index (BEIR ``ignore_identical_ids``) and cut to k columns.
-
-    A ranking shorter than k (a pool smaller than the depth) is padded with -1 / -inf.
-    """
-    if indices.shape[1] < k:
-        pad = k - indices.shape[1]
-        indices = np.concatenate([indices, np.full((indices.shape[0], pad), -1, dtype=np.int64)], axis=1)
-        scores = np.concatenate([scores, np.full((scores.shape[0], pad), -np.inf, dtype=np.float32)], axis=1)
-    if excluded is not None:
-        hit = (indices == excluded[:, None]) & (excluded[:, None] >= 0)
-        if hit.any():
-            keep = ~hit
-            # Stable compaction per row: kept entries first, in their order; dropped ones pad the end.
-            order = np.argsort(~keep, axis=1, kind="stable")
-            indices = np.take_along_axis(indices, order, axis=1)
-            scores = np.take_along_axis(scores, order, axis=1)
-            dropped = np.take_along_axis(hit, order, axis=1)
-            indices = np.where(dropped, -1, indices)
-            scores = np.where(dropped, -np.inf, scores)
-    return scores[:, :k], indices[:, :k]
+def query_inputs(
+    meta: Any, spec: TaskSpec, qids: Sequence[str], policy: str, seed: int
+) -> tuple[list[str | None], str | None]:
+    """Each query's instruction (by the policy, if the model takes instructions) and the task's prompt for the model's family."""
+    instructions = resolve_instructions(spec.instructions if meta.uses_instructions else [], qids, policy, seed)
+    prompt = spec.prompts.get(meta.prompt_family) if meta.prompt_family else None
+    return instructions, prompt
 
 
 def retrieve(
@@ -265,10 +114,7 @@ def retrieve(
     fetch = depth + (1 if data.excluded is not None else 0)
     qids = data.queries.ids
     meta = model.meta
-    instructions = resolve_instructions(
-        spec.instructions if meta.uses_instructions else [], qids, options.instruction_policy, options.seed
-    )
-    prompt = spec.prompts.get(meta.prompt_family) if meta.prompt_family else None
+    instructions, prompt = query_inputs(meta, spec, qids, options.instruction_policy, options.seed)
     prompts = [prompt] * len(qids)
     details = {
         "instructions": sorted({i for i in instructions if i is not None}),
@@ -285,21 +131,22 @@ def retrieve(
         )
         scores = np.asarray(scores, dtype=np.float32)
         indices = np.asarray(indices, dtype=np.int64)
-        scores, indices = _drop_excluded(scores, indices, data.excluded, depth)
+        scores, indices = drop_excluded(scores, indices, data.excluded, depth)
         return scores, indices, details
     if kind != "retriever":
         raise MbenchError(f"model {meta.name!r} is a {kind}; `mbench run --model` takes a retriever")
 
-    from mbench.engine.search import search
-    from mbench.engine.store import concat_entries
+    from mbench.engine.cache.store import concat_entries
+    from mbench.engine.rescore import RESCORE_MARGIN, exact_top_k, max_row_norm
+    from mbench.engine.search import search, search_compute_dtype
+    from mbench.models.base import UNIT_NORM_TOLERANCE
 
-    dtype_name = "bfloat16" if options.device.startswith("cuda") else "float32"
     encoder = Encoder(
         model,
         store,
         EncodeOptions(batch_size=options.batch_size, num_workers=options.num_workers, device=options.device,
                       shard_size=options.shard_size, progress=options.progress),
-        dtype_name,
+        options.store_dtype,
         options.world,
     )
     root = _data_root_of(data)
@@ -323,38 +170,62 @@ def retrieve(
                 ),
             )
         )
+    # Widening the queries to fp32 is exact; the pool is searched in the dtype it is stored in.
     queries = np.asarray(query_entry.load()[:], dtype=np.float32)
     pool = concat_entries(cand_entries)
-    tie = _POOL_MEMO.get(data.pool, "tie_ranks", lambda: tie_ranks(data.pool.ids))
+    details["embeddings"] = {
+        "encode_precision": encode_precision(options.device),
+        "store_dtype": options.store_dtype,
+        "query_dtype": query_entry.dtype,
+        "candidate_dtype": "+".join(sorted({str(entry.dtype) for entry in cand_entries})),
+        "search_compute_dtype": search_compute_dtype(pool, backend=options.search_backend, device=options.device),
+        # Final scores: float64 sums of the stored values, rounded once (mbench.engine.rescore).
+        "score_dtype": "float32 (exact: float64 sums, rounded once)",
+    }
+    tie = POOL_MEMO.get(data.pool, "tie_ranks", lambda: tie_ranks(data.pool.ids))
     k = min(fetch, len(data.pool))
+    # The search keeps a margin of extra candidates; rescoring them exactly decides the final top-k.
+    width = min(k + RESCORE_MARGIN, len(data.pool))
     world = options.world
-    if world.size == 1:
-        scores, indices = _timed(
-            timings, "search",
-            lambda: search(queries, pool, k, backend=options.search_backend, tie_rank=tie, device=options.device),
-        )
-    else:
-        # Each rank searches its slice of the pool; rank 0 merges the exact per-slice top-k.
+
+    def search_rows(rows: np.ndarray, depth_wanted: int) -> tuple[np.ndarray, np.ndarray]:
+        return search(queries[rows], pool, depth_wanted, backend=options.search_backend, tie_rank=tie,
+                      device=options.device, progress=options.progress)
+
+    def first_pass() -> tuple[np.ndarray, np.ndarray] | None:
+        if world.size == 1:
+            return search_rows(np.arange(len(qids)), width)
+        # Each rank searches its slice of the pool; rank 0 merges the per-slice top lists.
         start, stop = slice_bounds(len(data.pool), world)
         # The slice's own permutation with the same relative order of ids.
         local_tie = np.argsort(np.argsort(tie[start:stop], kind="stable"), kind="stable")
-        part_scores, part_indices = _timed(
-            timings, "search",
-            lambda: search(queries, pool[start:stop], min(k, stop - start), backend=options.search_backend,
-                           tie_rank=local_tie, device=options.device) if stop > start
-            else (np.zeros((len(qids), 0), np.float32), np.zeros((len(qids), 0), np.int64)),
+        part_scores, part_indices = (
+            search(queries, pool[start:stop], min(width, stop - start), backend=options.search_backend,
+                   tie_rank=local_tie, device=options.device, progress=options.progress) if stop > start
+            else (np.zeros((len(qids), 0), np.float32), np.zeros((len(qids), 0), np.int64))
         )
         parts = world.gather((part_scores, np.where(part_indices >= 0, part_indices + start, -1)))
-        if not world.is_main:
-            return np.zeros((len(qids), 0), np.float32), np.zeros((len(qids), 0), np.int64), details
-        scores, indices = merge_top_k(parts, tie, k)
-    scores, indices = _drop_excluded(scores, indices, data.excluded, depth)
+        return merge_top_k(parts, tie, width) if world.is_main else None
+
+    first = _timed(timings, "search", first_pass)
+    if first is None:  # a rank other than 0: rank 0 finishes the ranking and writes
+        return np.zeros((len(qids), 0), np.float32), np.zeros((len(qids), 0), np.int64), details
+    norm = 1.0 + UNIT_NORM_TOLERANCE if meta.similarity == "cosine" else POOL_MEMO.get(
+        data.pool, ("max_norm", encoder.fingerprint, encoder.precision), lambda: max_row_norm(pool))
+    scores, indices = _timed(
+        timings, "rescore",
+        lambda: exact_top_k(queries, pool, k, first=first, search_fn=search_rows, tie_rank=tie, max_pool_norm=norm,
+                            device=options.device),
+    )
+    scores, indices = drop_excluded(scores, indices, data.excluded, depth)
     return scores, indices, details
 
 
-def _unit_rows(matrix: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    return matrix / np.where(norms > 0, norms, 1.0)
+def pool_modality_counts(pool: ItemTable) -> dict[str, int]:
+    """How many candidates of the pool have each modality."""
+    from collections import Counter
+
+    return dict(sorted(Counter(pool.modalities).items()))
 
 
 def score_and_write(
@@ -363,38 +234,20 @@ def score_and_write(
     scores: np.ndarray,
     indices: np.ndarray,
     directory: Path,
-    record: dict[str, Any],
+    record: ResultRecord,
     timings: dict[str, float],
-) -> dict[str, Any]:
-    """Compute the task's metrics on a ranking and write run file, per-query table and result.json."""
+) -> ResultRecord:
+    """Compute the task's metrics on a ranking and write the result folder (run file, per-query table, record)."""
     from mbench import results
-    from mbench.runfiles import write_trec_run
+    from mbench.engine.scoring import task_metrics
 
-    pool_ids = np.asarray(data.pool.ids, dtype=object)
-    ranked_ids = np.where(indices >= 0, pool_ids[np.maximum(indices, 0)], None)
-    directory.mkdir(parents=True, exist_ok=True)
-    _timed(timings, "write", lambda: write_trec_run(directory / results.RUN_FILE, data.queries.ids, ranked_ids,
-                                                    np.where(indices >= 0, scores, 0.0), tag="mbench"))
-    metrics: dict[str, float] = {}
-    if spec.scored and data.relevance is not None:
-        evaluated = _timed(
-            timings,
-            "metrics",
-            lambda: evaluate(indices, data.relevance, spec.metrics, cand_modality=np.asarray(data.pool.modalities),
-                             expected_modality=spec.cand_modality, targets=data.targets),
-        )
-        metrics = evaluated.mean()
-        _timed(timings, "write", lambda: results.write_per_query(directory / results.PER_QUERY_FILE,
-                                                                 list(data.queries.ids), evaluated.per_query))
-    else:
-        from mbench.runfiles import write_circo_submission
-
-        top = min(50, ranked_ids.shape[1])
-        _timed(timings, "write", lambda: write_circo_submission(directory / "submission.json", data.queries.ids,
-                                                                ranked_ids[:, :top]))
-    record = {**record, "metrics": metrics, "main_metric": spec.main_metric, "n_queries": len(data.queries),
-              "timings": timings}
-    results.write_result_json(directory / results.RESULT_FILE, record)
+    metrics, per_query = _timed(timings, "metrics", lambda: task_metrics(spec, data, indices))
+    record = dataclasses.replace(record, metrics=metrics, main_metric=spec.main_metric, n_queries=len(data.queries),
+                                 timings=timings)
+    results.write_result(
+        directory, record, query_ids=data.queries.ids, ranking=indices, scores=scores, pool_ids=data.pool.ids,
+        per_query=per_query, submission=not per_query,
+    )
     return record
 
 
@@ -408,10 +261,23 @@ def instruction_variant(meta: Any, spec: TaskSpec, options: RunOptions) -> str |
     return options.instruction_policy
 
 
+def result_variant(model: Any, spec: TaskSpec, options: RunOptions) -> str | None:
+    """The result-path suffix of every run option that changes numbers without changing the model:
+    a non-default instruction policy, an explicit fp16 store of a dense model (``store-fp16``) and a
+    ``--limit`` sample (``limit-N``), so such results sit beside the default ones instead of being mistaken for them."""
+    from mbench.models.base import model_kind
+
+    parts = [instruction_variant(model.meta, spec, options)]
+    if options.store_dtype != "native" and model_kind(model) == "retriever":
+        parts.append(f"store-{STORE_DTYPE_OPTIONS[options.store_dtype]}")
+    if options.limit:
+        parts.append(options.limit.variant)
+    kept = [part for part in parts if part]
+    return ".".join(kept) if kept else None
+
+
 def run_task(model: Any, model_args: dict[str, Any], spec: TaskSpec, options: RunOptions, *, store: Any) -> TaskOutcome:
     """Evaluate one task (skipped when its result exists, unless ``options.overwrite``)."""
-    import datetime
-
     from mbench import results
     from mbench.data.loader import load_task
     from mbench.models.base import check_modalities, model_fingerprint
@@ -419,38 +285,47 @@ def run_task(model: Any, model_args: dict[str, Any], spec: TaskSpec, options: Ru
     meta = model.meta
     fingerprint = model_fingerprint(meta)
     directory = results.result_dir(options.results_dir, meta.name, fingerprint, spec.name, options.pool,
-                                   instruction_variant(meta, spec, options))
+                                   result_variant(model, spec, options))
     if results.result_exists(directory) and not options.overwrite:
         return TaskOutcome(spec.name, directory, computed=False, record=results.read_result(directory))
     check_modalities(meta, spec.query_modality, spec.cand_modality, spec.name)
     timings: dict[str, float] = {}
     data = _timed(timings, "load", lambda: load_task(spec, data_dir=options.data_dir, pool=options.pool,
                                                      cache_dir=options.cache_dir))
+    limit_record = None
+    if options.limit is not None:
+        from mbench.data.limit import limit_task
+
+        data, limit_record = limit_task(data, options.limit)
     scores, indices, details = retrieve(model, spec, data, options, store=store, timings=timings)
     if not options.world.is_main:  # only rank 0 writes results
         return TaskOutcome(spec.name, directory, computed=True, data=data)
-    record = {
-        "mbench_result_version": 1,
-        "task": spec.name,
-        "task_spec_hash": spec_hash(spec),
-        "pool": options.pool,
-        "kind": "retrieval",
-        "model": meta.to_dict(),
-        "requested_model": options.requested_model or meta.name,
-        "model_args": {k: str(v) for k, v in model_args.items()},
-        "depth": details["depth"],
-        "dataset": {"source": data.source},
-        "instruction_policy": options.instruction_policy,
-        "seed": options.seed,
-        "instructions": details["instructions"],
-        "prompt": details["prompt"],
-        "search_backend": options.search_backend,
-        "device": options.device,
-        "world_size": options.world.size,
-        "versions": results.library_versions(),
-        "git_sha": results.git_sha(),
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "rerank": None,
-    }
+    record = results.ResultRecord(
+        task=spec.name,
+        task_spec_hash=spec_hash(spec),
+        pool=options.pool,
+        kind="retrieval",
+        model=meta.to_dict(),
+        requested_model=options.requested_model or meta.name,
+        model_args={k: str(v) for k, v in model_args.items()},
+        depth=details["depth"],
+        dataset={"source": data.source},
+        qrels=results.qrels_entry(data.qrels),
+        # Modality accuracy means something only where the pool holds more than one modality.
+        pool_modalities=POOL_MEMO.get(data.pool, "modalities", lambda: pool_modality_counts(data.pool)),
+        partial=limit_record is not None,  # a --limit smoke run: never to be read as a full result
+        limit=limit_record,
+        instruction_policy=options.instruction_policy,
+        seed=options.seed,
+        instructions=details["instructions"],
+        prompt=details["prompt"],
+        search_backend=options.search_backend,
+        embeddings=details.get("embeddings"),
+        device=options.device,
+        world_size=options.world.size,
+        versions=results.library_versions(),
+        git_sha=results.git_sha(),
+        created=results.now_iso(),
+    )
     record = score_and_write(spec, data, scores, indices, directory, record, timings)
     return TaskOutcome(spec.name, directory, computed=True, record=record, data=data)

@@ -20,96 +20,30 @@ trec_eval's rule) is exactly the reranked order and scoring the file gives the s
 The reranker's own scores are kept beside it in ``rerank_scores.parquet`` (qid, docid, rank,
 first_stage_rank, score) for the reranked top-k.
 
-Score cache. Every pair score is stored in SQLite under ``<cache>/rerank/scores.sqlite`` keyed by
-sha256 of (reranker fingerprint, prompt template, query content digest, candidate content
-digest); the template and the two items determine the rendered prompt. A rerun scores nothing,
-a changed template, checkpoint or dtype (all in the key) misses. Scores are committed after
-every batch, so an interrupted rerank resumes where it stopped. Content digests cover the
-modality, the text and the image: its path relative to the dataset root plus its size (as the
-embedding store does; hashing every image's bytes would read the whole top-k again), or the
-bytes' sha256 for in-memory images.
+Score cache. Every pair score is stored in the cache (``engine.cache.scores``) under a key of the
+reranker fingerprint, prompt template and both items' content (``engine.cache.keys.pair_key``):
+a rerun scores nothing, a changed template, checkpoint or dtype misses, and an interrupted rerank
+resumes where it stopped. Excluded candidates are dropped by ``engine.ranking.drop_excluded``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
-import sqlite3
-import sys
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mbench.data.types import ItemTable, TaskData
-from mbench.engine.encode import item_digest
+from mbench.engine.cache.keys import item_digest, pair_key
+from mbench.engine.cache.scores import ScoreCache
+from mbench.engine.ranking import drop_excluded, rank_scores
+from mbench.progress import progress as progress_reporter
 from mbench.errors import MbenchError
 from mbench.tasks.spec import TaskSpec
-
-RERANK_CACHE_SUBDIR = "rerank"
-CACHE_FILE = "scores.sqlite"
-RERANK_SCORES_FILE = "rerank_scores.parquet"
-SUBMISSION_FILE = "submission.json"
-
-
-# -- identities and the score cache -----------------------------------------------------------
-
-
-def pair_key(reranker_fingerprint: str, prompt: str | None, query_digest: str, cand_digest: str) -> str:
-    """The cache key of one pair score."""
-    payload = "\x1f".join((reranker_fingerprint, "\x00" if prompt is None else prompt, query_digest, cand_digest))
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
-
-
-class ScoreCache:
-    """Pair scores in one SQLite file (no pickle): ``key -> score``; safe for several processes."""
-
-    def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=60)
-        try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("CREATE TABLE IF NOT EXISTS scores (key TEXT PRIMARY KEY, score REAL NOT NULL)")
-            self._db.commit()
-        except sqlite3.DatabaseError as err:
-            self._db.close()
-            raise MbenchError(f"rerank score cache {self.path} is not a readable SQLite file ({err}); delete it") from err
-
-    @classmethod
-    def in_cache_dir(cls, cache_dir: Path | str | None) -> ScoreCache:
-        """The cache under ``cache_dir`` (default ``$MBENCH_CACHE`` or ``~/.cache/mbench``)/rerank/."""
-        from mbench.data.loader import cache_root
-
-        return cls(cache_root(cache_dir) / RERANK_CACHE_SUBDIR / CACHE_FILE)
-
-    def get_many(self, keys: Sequence[str]) -> dict[str, float]:
-        """The stored scores of those ``keys`` that are stored."""
-        found: dict[str, float] = {}
-        unique = list(dict.fromkeys(keys))
-        for start in range(0, len(unique), 500):  # SQLite limits the number of bound parameters
-            chunk = unique[start: start + 500]
-            marks = ",".join("?" * len(chunk))
-            for key, score in self._db.execute(f"SELECT key, score FROM scores WHERE key IN ({marks})", chunk):
-                found[key] = float(score)
-        return found
-
-    def put_many(self, scores: dict[str, float]) -> None:
-        """Store ``scores`` (one transaction)."""
-        with self._db:
-            self._db.executemany("INSERT OR REPLACE INTO scores (key, score) VALUES (?, ?)", list(scores.items()))
-
-    def __len__(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM scores").fetchone()[0])
-
-    def close(self) -> None:
-        """Close the database connection."""
-        self._db.close()
-
 
 # -- reranking a ranking matrix ---------------------------------------------------------------
 
@@ -124,31 +58,6 @@ class RerankOutput:
     first_stage_rank: np.ndarray
     pairs_scored: int
     pairs_cached: int
-
-
-def rank_scores(ranking: np.ndarray) -> np.ndarray:
-    """Rank-based run scores: n - r + 1 at rank r of a row's n ranked candidates, NaN on padding."""
-    valid = ranking >= 0
-    n = valid.sum(axis=1, keepdims=True)
-    position = np.cumsum(valid, axis=1)
-    return np.where(valid, (n - position + 1).astype(np.float64), np.nan)
-
-
-def drop_excluded(ranking: np.ndarray, excluded: np.ndarray | None) -> np.ndarray:
-    """``ranking`` with each row's excluded pool index removed (rows shifted left, -1 padded)."""
-    if excluded is None:
-        return ranking
-    excluded = np.asarray(excluded, dtype=np.int64)
-    hit = (ranking == excluded[:, None]) & (excluded[:, None] >= 0)
-    if not hit.any():
-        return ranking
-    out = np.full_like(ranking, -1)
-    for row in np.flatnonzero(hit.any(axis=1)).tolist():
-        kept = ranking[row][~hit[row]]
-        out[row, : kept.size] = kept
-    untouched = ~hit.any(axis=1)
-    out[untouched] = ranking[untouched]
-    return out
 
 
 def rerank_ranking(
@@ -181,7 +90,7 @@ def rerank_ranking(
         raise MbenchError(f"--rerank-top-k must be >= 1, got {top_k}")
     if batch_size < 1:
         raise MbenchError(f"--rerank-batch-size must be >= 1, got {batch_size}")
-    ranking = drop_excluded(ranking, excluded)
+    _, ranking = drop_excluded(None, ranking, excluded, ranking.shape[1])
     k = min(top_k, ranking.shape[1])
     top = ranking[:, :k]
     rows, cols = np.nonzero(top >= 0)
@@ -207,7 +116,7 @@ def rerank_ranking(
     if missing.size:
         check_items(reranker.meta, queries.items(sorted({int(rows[i]) for i in missing[:64]})), "query")
         check_items(reranker.meta, pool.items(sorted({int(top[rows[i], cols[i]]) for i in missing[:64]})), "candidate")
-    bar = _progress(int(missing.size), "rerank pairs", progress)
+    bar = progress_reporter(int(missing.size), "rerank", "pairs", enabled=progress)
     try:
         for start in range(0, missing.size, batch_size):
             chosen = missing[start: start + batch_size]
@@ -272,7 +181,7 @@ def rerank_prompts(spec: TaskSpec, reranker: Any, n_queries: int) -> list[str | 
 
 
 def run_to_ranking(run: Any, queries: ItemTable, pool: ItemTable, *, where: str) -> np.ndarray:
-    """A ``mbench.runfiles.Run`` as a ranking matrix over ``queries`` rows and ``pool`` indices (-1 padded)."""
+    """A ``mbench.formats.runs.Run`` as a ranking matrix over ``queries`` rows and ``pool`` indices (-1 padded)."""
     ranking = np.full((len(queries), run.depth), -1, dtype=np.int64)
     query_row = queries.index_of()
     pool_index = pool.index_of()
@@ -298,35 +207,6 @@ def run_to_ranking(run: Any, queries: ItemTable, pool: ItemTable, *, where: str)
 # -- metrics and the result directory ---------------------------------------------------------
 
 
-def task_metrics(spec: TaskSpec, data: TaskData, ranking: np.ndarray) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """The task's metrics of ``ranking`` (means, per-query values); empty for tasks without qrels."""
-    from mbench.metrics import evaluate
-
-    if not spec.scored or data.relevance is None:
-        return {}, {}
-    results = evaluate(
-        ranking,
-        data.relevance,
-        spec.metrics,
-        cand_modality=np.asarray(data.pool.modalities),
-        expected_modality=spec.cand_modality,
-        targets=data.targets,
-    )
-    return results.mean(), results.per_query
-
-
-def rerank_dir_name(reranker_name: str, top_k: int) -> str:
-    """``rerank-<reranker>-top<k>``, the rerank result's folder inside the first-stage result."""
-    import re
-
-    return f"rerank-{re.sub(r'[^A-Za-z0-9._+-]', '_', reranker_name)}-top{top_k}"
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def rerank_result(
     first_stage_dir: Path | str,
     reranker: Any,
@@ -348,40 +228,30 @@ def rerank_result(
     as it is unless ``overwrite``; one from a different reranker, prompt or first stage is an
     error (pass ``overwrite``).
     """
+    from mbench import results
+    from mbench.engine.scoring import task_metrics
     from mbench.models.base import model_fingerprint
-    from mbench.results import (
-        PER_QUERY_FILE,
-        RESULT_FILE,
-        RUN_FILE,
-        git_sha,
-        library_versions,
-        read_result,
-        result_exists,
-        write_per_query,
-        write_result_json,
-    )
-    from mbench.runfiles import read_trec_run, write_circo_submission, write_trec_run
 
     first_dir = Path(first_stage_dir).resolve()
-    first = read_result(first_dir)
-    if first.get("kind", "retrieval") != "retrieval":
-        raise MbenchError(f"{first_dir}: is a {first.get('kind')!r} result; rerank a first-stage (retrieval) result")
-    if first.get("task") != spec.name or first.get("pool", data.pool_name) != data.pool_name:
+    first = results.read_result(first_dir)
+    if first.kind != "retrieval":
+        raise MbenchError(f"{first_dir}: is a {first.kind!r} result; rerank a first-stage (retrieval) result")
+    if first.task != spec.name or first.pool != data.pool_name:
         raise MbenchError(
-            f"{first_dir}: the result is for task {first.get('task')!r}, pool {first.get('pool')!r}, "
+            f"{first_dir}: the result is for task {first.task!r}, pool {first.pool!r}, "
             f"but the data given is task {spec.name!r}, pool {data.pool_name!r}"
         )
     name = reranker_name or reranker.meta.name
-    out_dir = first_dir / rerank_dir_name(name, top_k)
-    first_sha = file_sha256(first_dir / RESULT_FILE)
+    out_dir = results.rerank_dir(first_dir, name, top_k)
+    first_sha = results.file_sha256(first_dir / results.RESULT_FILE)
     prompts = rerank_prompts(spec, reranker, len(data.queries))
     fingerprint = model_fingerprint(reranker.meta)
-    if result_exists(out_dir) and not overwrite:
-        existing = read_result(out_dir).get("rerank") or {}
-        same = (
-            (existing.get("reranker") or {}).get("fingerprint") == fingerprint
-            and existing.get("prompt") == (prompts[0] if prompts else None)
-            and (existing.get("first_stage") or {}).get("result_sha256") == first_sha
+    if results.result_exists(out_dir) and not overwrite:
+        existing = results.read_result(out_dir).rerank
+        same = existing is not None and (
+            existing.reranker.get("fingerprint") == fingerprint
+            and existing.prompt == (prompts[0] if prompts else None)
+            and existing.first_stage.get("result_sha256") == first_sha
         )
         if not same:
             raise MbenchError(
@@ -392,7 +262,8 @@ def rerank_result(
 
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    ranking = run_to_ranking(read_trec_run(first_dir / RUN_FILE), data.queries, data.pool, where=str(first_dir / RUN_FILE))
+    ranking = run_to_ranking(results.read_result_run(first_dir), data.queries, data.pool,
+                             where=str(first_dir / results.RUN_FILE))
     timings["load"] = round(time.perf_counter() - started, 4)
 
     started = time.perf_counter()
@@ -411,74 +282,52 @@ def rerank_result(
     metrics, per_query = task_metrics(spec, data, output.ranking)
     timings["metrics"] = round(time.perf_counter() - started, 4)
 
-    started = time.perf_counter()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # result.json goes last: until it is there the directory is not a complete result.
-    (out_dir / RESULT_FILE).unlink(missing_ok=True)
-    pool_ids = np.asarray(data.pool.ids + [None], dtype=object)  # index -1 (padding) -> None
-    write_trec_run(
-        out_dir / RUN_FILE, data.queries.ids, pool_ids[output.ranking], output.scores,
-        tag=f"mbench-{rerank_dir_name(name, top_k)}",
-    )
-    _write_rerank_scores(out_dir / RERANK_SCORES_FILE, data, output)
-    if per_query:
-        write_per_query(out_dir / PER_QUERY_FILE, list(data.queries.ids), per_query)
-    if not spec.scored:
-        ranked_ids = [[data.pool.ids[i] for i in row if i >= 0] for row in output.ranking.tolist()]
-        write_circo_submission(out_dir / SUBMISSION_FILE, data.queries.ids, ranked_ids)
-    timings["write"] = round(time.perf_counter() - started, 4)
-
-    record = dict(first)
-    record.update(
+    record = dataclasses.replace(
+        first,
         kind="rerank",
         metrics=metrics,
         main_metric=spec.main_metric,
         n_queries=len(data.queries),
         depth=int(output.ranking.shape[1]),
-        dataset={"source": data.source or (first.get("dataset") or {}).get("source")},
+        dataset={"source": data.source or first.dataset.get("source")},
         device=device or str(getattr(reranker, "device", "cpu")),
         world_size=1,
-        versions=library_versions(),
-        git_sha=git_sha(),
+        versions=results.library_versions(),
+        git_sha=results.git_sha(),
         timings=timings,
-        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        rerank={
-            "reranker": reranker.meta.to_dict(),
-            "reranker_name": name,
-            "reranker_args": dict(reranker_args or {}),
-            "top_k": top_k,
-            "prompt": prompts[0] if prompts else None,
-            "batch_size": batch_size,
-            "score_order": "run-file scores are rank-based (n - rank + 1); reranker scores in " + RERANK_SCORES_FILE,
-            "pairs_scored": output.pairs_scored,
-            "pairs_cached": output.pairs_cached,
-            "first_stage": {"path": str(first_dir), "result_sha256": first_sha},
-        },
+        created=results.now_iso(),
+        rerank=results.RerankInfo(
+            reranker=reranker.meta.to_dict(),
+            reranker_name=name,
+            reranker_args=dict(reranker_args or {}),
+            top_k=top_k,
+            prompt=prompts[0] if prompts else None,
+            batch_size=batch_size,
+            score_order="run-file scores are rank-based (n - rank + 1); reranker scores in " + results.RERANK_SCORES_FILE,
+            pairs_scored=output.pairs_scored,
+            pairs_cached=output.pairs_cached,
+            first_stage={"path": str(first_dir), "result_sha256": first_sha},
+        ),
     )
-    write_result_json(out_dir / RESULT_FILE, record)
+    results.write_result(
+        out_dir, record, query_ids=data.queries.ids, ranking=output.ranking, scores=output.scores,
+        pool_ids=data.pool.ids, tag=f"mbench-{results.rerank_dir_name(name, top_k)}", per_query=per_query,
+        submission=not spec.scored, rerank_scores=_rerank_scores_table(data, output),
+    )
     return out_dir
 
 
-def _write_rerank_scores(path: Path, data: TaskData, output: RerankOutput) -> None:
+def _rerank_scores_table(data: TaskData, output: RerankOutput) -> Any:
+    """The reranker's own scores of the reranked top-k: qid, docid, rank, first_stage_rank, score."""
     import pandas as pd
 
-    from mbench.results import atomic_write_bytes
-
     rows, cols = np.nonzero(output.first_stage_rank > 0)
-    frame = pd.DataFrame({
+    return pd.DataFrame({
         "qid": [data.queries.ids[r] for r in rows.tolist()],
         "docid": [data.pool.ids[int(output.ranking[r, c])] for r, c in zip(rows.tolist(), cols.tolist())],
         "rank": (cols + 1).astype(np.int64),
         "first_stage_rank": output.first_stage_rank[rows, cols].astype(np.int64),
         "score": output.rerank_scores[rows, cols].astype(np.float64),
     })
-    buffer = io.BytesIO()
-    frame.to_parquet(buffer, index=False)
-    atomic_write_bytes(path, buffer.getvalue())
 
 
-def _progress(total: int, desc: str, enabled: bool) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="pair", disable=not enabled or total == 0, file=sys.stderr,
-                dynamic_ncols=True)

@@ -16,15 +16,17 @@ written as ``map_at_k``.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mbench.errors import MbenchError
+from mbench.formats.atomic import atomic_write_with
 from mbench.metrics import parse_metric
+
+if TYPE_CHECKING:
+    from mbench.results import ResultRecord
 
 MTEB_METRIC_KEYS = {
     "ndcg": "ndcg_at_{k}",
@@ -68,10 +70,10 @@ class Skipped:
     reason: str
 
 
-def export_identity(record: dict[str, Any]) -> tuple[str, str]:
+def export_identity(record: ResultRecord) -> tuple[str, str]:
     """(model name, revision) a result is filed under: mteb's name of an mteb-family model, else the recorded name."""
-    model = record["model"]
-    name = str((model.get("output_args") or {}).get("mteb_model") or model["name"])
+    model = record.model
+    name = str((model.get("output_args") or {}).get("mteb_model") or record.model_name)
     if "/" not in name:
         name = f"{DEFAULT_ORGANISATION}/{name}"
     return name, str(model.get("revision") or "no_revision_available")
@@ -87,16 +89,17 @@ def revision_folder(revision: str) -> str:
     return revision.replace(":", "-").replace("/", "-")
 
 
-def _why_not_exported(record: dict[str, Any]) -> str | None:
-    if record.get("kind", "retrieval") != "retrieval":
+def _why_not_exported(record: ResultRecord) -> str | None:
+    if record.kind != "retrieval":
         return "a rerank result (mteb result files describe one model's retrieval)"
-    if record.get("pool") != "local":
-        return f"pool {record.get('pool')!r} (an mteb task searches its own corpus, mbench's local pool)"
-    uses_instructions = (record.get("model") or {}).get("uses_instructions")
-    if uses_instructions and record.get("instruction_policy", "first") != "first":
-        return (f"instruction policy {record.get('instruction_policy')!r} (mteb gives a model its task's "
+    if record.partial:
+        return f"a partial result ({record.limit_variant}: mbench run --limit scores a sample of the queries)"
+    if record.pool != "local":
+        return f"pool {record.pool!r} (an mteb task searches its own corpus, mbench's local pool)"
+    if record.model.get("uses_instructions") and (record.instruction_policy or "first") != "first":
+        return (f"instruction policy {record.instruction_policy!r} (mteb gives a model its task's "
                 "instruction, mbench's default policy `first`)")
-    if not record.get("metrics"):
+    if not record.metrics:
         return "no metrics (an unscored task)"
     return None
 
@@ -119,24 +122,24 @@ def plan_export(
     for result in found:
         record, source = result.record, result.directory
         reason = _why_not_exported(record)
-        if reason is None and record["task"] not in index.tasks:
-            reason = f"task {record['task']!r} is not in the task index (pass --tasks-dir for your own tasks)"
+        if reason is None and record.task not in index.tasks:
+            reason = f"task {record.task!r} is not in the task index (pass --tasks-dir for your own tasks)"
         task = spec = None
         if reason is None:
-            spec = index.task(record["task"])
+            spec = index.task(record.task)
             task, why = find_mteb_task(spec)
             if task is None:
                 reason = f"mteb does not know this task: {why}"
         if reason is not None or task is None or spec is None:
             skipped.append(Skipped(source, str(reason)))
             continue
-        scores = {key: float(value) for metric, value in record["metrics"].items() if (key := mteb_metric_key(metric))}
+        scores = {key: float(value) for metric, value in record.metrics.items() if (key := mteb_metric_key(metric))}
         main_key = task.metadata.main_score
         if main_key not in scores:
             skipped.append(Skipped(source, f"the result has no {main_key} (mteb's main score of {task.metadata.name})"))
             continue
         scores["main_score"] = scores[main_key]
-        timings = record.get("timings") or {}
+        timings = record.timings
         task_result = TaskResult.from_task_results(
             task, {spec.split: {"default": scores}}, evaluation_time=float(sum(timings.values())),
         )
@@ -168,11 +171,11 @@ def write_export(planned: Sequence[_Planned]) -> list[Exported]:
     metas: dict[Path, tuple[str, str]] = {}
     for item in planned:
         metas[item.path.parent] = (item.model_name, item.revision)
-        _atomic_write(item.path, lambda tmp, item=item: item.task_result.to_disk(tmp))
+        atomic_write_with(item.path, lambda tmp, item=item: item.task_result.to_disk(tmp))
         written.append(Exported(item.source, item.path, item.task_result.task_name, item.main_score_key, item.main_score))
     for folder, (name, revision) in metas.items():
         meta = _model_meta_dict(name, revision)
-        _atomic_write(folder / MODEL_META_FILE,
+        atomic_write_with(folder / MODEL_META_FILE,
                       lambda tmp, meta=meta: tmp.write_text(json.dumps(meta, default=str, indent=4), encoding="utf-8"))
     return written
 
@@ -187,18 +190,6 @@ def _model_meta_dict(name: str, revision: str) -> dict[str, Any]:
     except KeyError:
         meta = ModelMeta.create_empty(overwrites={"name": name})
     return meta.model_copy(update={"revision": revision}).to_dict()
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ---------------------------------------------------------------------------------------------- import
@@ -300,7 +291,7 @@ def fill_mteb_references(spec: Any, source: str, tasks_dirs: Sequence[str | Path
     empty. The column's source names the folder, the model and revision, and any task whose file
     was computed on another dataset revision than the task pins.
     """
-    from mbench.leaderboard import LeaderboardFileError, Source
+    from mbench.reporting.leaderboard import LeaderboardFileError, Source
     from mbench.tasks.index import get_index
 
     index = get_index(tasks_dirs)

@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 
 Role = Literal["query", "candidate"]
 SIMILARITIES = ("cosine", "dot")
+# A cosine model returns L2-normalised rows, to this tolerance (loose enough for bf16 rounding):
+# mbench stores and searches exactly what a model returns and never renormalises it.
+UNIT_NORM_TOLERANCE = 1e-2
 
 
 @dataclass
@@ -78,7 +81,11 @@ class ModelMeta:
 
 @runtime_checkable
 class Retriever(Protocol):
-    """A dense bi-encoder: one vector per item, compared by ``meta.similarity``."""
+    """A dense bi-encoder: one vector per item, compared by ``meta.similarity``.
+
+    ``cosine`` models return unit-length rows (within ``UNIT_NORM_TOLERANCE``); mbench then ranks
+    by inner product on the values returned, kept bit for bit.
+    """
 
     meta: ModelMeta
 

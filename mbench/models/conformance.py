@@ -1,10 +1,11 @@
-"""The plugin conformance check (DESIGN section 5), behind `mbench check-model`.
+"""The plugin conformance check behind `mbench check-model`.
 
 Each check takes a built model and sample items and returns CheckResults; nothing raises for a
 failing plugin, so one run reports every problem at once. Checks:
 
 - ``outputs``: a float tensor [n, meta.dim] (dense) / [n] (reranker) / float32 scores and
   int64 in-range indices sorted by score (lexical), with no NaN or inf (the ids are named);
+- ``unit length``: a cosine model's rows are L2-normalised (mbench never renormalises them);
 - ``batch-determinism``: the same outputs whether items arrive in batches of 1, 7 or 64;
 - ``modalities``: every declared modality encodes without error and every undeclared one
   present in the sample is refused with an exception.
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mbench.data.types import MODALITIES, Item, ItemTable
-from mbench.models.base import Role, model_kind
+from mbench.models.base import UNIT_NORM_TOLERANCE, Role, model_kind
 
 DEFAULT_BATCH_SIZES = (1, 7, 64)
 # Largest deviation between batchings, relative to the largest output magnitude: padding to a
@@ -25,6 +26,16 @@ DEFAULT_BATCH_SIZES = (1, 7, 64)
 FP32_TOLERANCE = 1e-4
 HALF_TOLERANCE = 2e-2
 SAMPLE_INSTRUCTION = "Retrieve the candidate that best matches the query."
+
+
+def default_tolerance(device: str, dtype: str | None) -> float:
+    """HALF_TOLERANCE where the plugin computes in half precision, else FP32_TOLERANCE.
+
+    Half precision: an explicit fp16/bf16 dtype, or any CUDA device, where retrievers encode under
+    bf16 autocast and the LLaVA-based families load bf16 weights unless told otherwise.
+    """
+    half = dtype in ("float16", "bfloat16") or str(device).startswith("cuda")
+    return HALF_TOLERANCE if half else FP32_TOLERANCE
 
 
 @dataclass(frozen=True)
@@ -138,6 +149,8 @@ def check_retriever(
             raw_dtype = parts[0].dtype
         outputs[size] = torch.cat([p.detach().float().cpu() for p in parts])
     results.append(_check_dense_output(outputs[batch_sizes[0]], raw_dtype, accepted, model.meta.dim, role))
+    if model.meta.similarity == "cosine":
+        results.append(_check_unit_length(outputs[batch_sizes[0]], accepted, role))
     results.append(_check_same(outputs, accepted, tolerance, f"{role} batch-determinism"))
     return results
 
@@ -159,6 +172,16 @@ def _non_finite_ids(values: Any, items: Sequence[Item]) -> list[str]:
 
     rows = ~torch.isfinite(values.reshape(len(items), -1)).all(dim=1)
     return [items[int(i)].id for i in torch.nonzero(rows).flatten()]
+
+
+def _check_unit_length(full: Any, items: Sequence[Item], role: Role) -> CheckResult:
+    name = f"{role} unit length"
+    norms = full.double().norm(dim=1)
+    bad = [item.id for item, norm in zip(items, norms.tolist()) if abs(norm - 1.0) > UNIT_NORM_TOLERANCE]
+    if bad:
+        return CheckResult(name, False, f"similarity is cosine but {len(bad)} row(s) are not unit length "
+                                        f"(e.g. {', '.join(bad[:5])}): L2-normalise in encode() or declare 'dot'")
+    return CheckResult(name, True, f"every row within {UNIT_NORM_TOLERANCE} of norm 1")
 
 
 def _check_same(outputs: dict[int, Any], items: Sequence[Item], tolerance: float, name: str) -> CheckResult:

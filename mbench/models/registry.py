@@ -19,13 +19,13 @@ import importlib.metadata
 import inspect
 import types
 import typing
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mbench.errors import MbenchError
+from mbench.plugins import entry_points_by_name
 
 ENTRY_POINT_GROUP = "mbench.models"
 
@@ -109,29 +109,8 @@ ALIASES: dict[str, Alias] = {
 }
 
 
-def _entry_points() -> list[importlib.metadata.EntryPoint]:
-    # Looked up through the module attribute at call time so tests can monkeypatch it.
-    found = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
-    return sorted(found, key=lambda ep: ep.name)
-
-
 def _entry_point_map() -> dict[str, importlib.metadata.EntryPoint]:
-    out: dict[str, importlib.metadata.EntryPoint] = {}
-    for ep in _entry_points():
-        if ep.name in BUILTINS or ep.name in ALIASES:
-            warnings.warn(
-                f"entry point {ep.name!r} ({ep.value}) in group {ENTRY_POINT_GROUP!r} is shadowed by the built-in "
-                "model of the same name; rename it to use it",
-                stacklevel=3,
-            )
-            continue
-        if ep.name in out:
-            raise MbenchError(
-                f"two installed packages register the model {ep.name!r} in {ENTRY_POINT_GROUP!r}: "
-                f"{out[ep.name].value} and {ep.value}; uninstall one"
-            )
-        out[ep.name] = ep
-    return out
+    return entry_points_by_name(ENTRY_POINT_GROUP, builtin_names={*BUILTINS, *ALIASES}, kind="model")
 
 
 def _dist_name(ep: importlib.metadata.EntryPoint) -> str:
@@ -385,3 +364,18 @@ def _type_name(annotation: Any) -> str:
     if annotation is type(None):
         return "None"
     return getattr(annotation, "__name__", str(annotation))
+
+
+def build_reranker(
+    name: str, reranker_args: Sequence[str], *, batch_size: int, device: str | None, dtype: str | None = None
+) -> tuple[Any, dict[str, str]]:
+    """The reranker of ``--reranker``/``--reranker-arg`` and its arguments; ``batch_size`` fills the plugin's
+    ``batch_size`` unless given. A model that is not a reranker is refused."""
+    from mbench.models.base import model_kind
+
+    args = parse_model_args(reranker_args)
+    args.setdefault("batch_size", str(batch_size))
+    reranker = build_model(name, args, device=device, dtype=dtype)
+    if model_kind(reranker) != "reranker":
+        raise MbenchError(f"{name!r} is a {model_kind(reranker)}, not a reranker (it has no score())")
+    return reranker, args

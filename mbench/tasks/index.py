@@ -27,6 +27,7 @@ from pathlib import Path
 from types import ModuleType
 
 from mbench.errors import MbenchError
+from mbench.plugins import load_entry_point
 from mbench.tasks.loader import LoadedFile, TaskFileError, is_base_file, load_file
 from mbench.tasks.spec import GroupSpec, TaskSpec
 
@@ -55,10 +56,7 @@ def packaged_tasks_dir() -> Path:
 
 def _entry_point_dir(ep: metadata.EntryPoint) -> Path:
     where = f"entry point {ep.name!r} = {ep.value!r} (group {ENTRY_POINT_GROUP})"
-    try:
-        target = ep.load()
-    except Exception as err:  # any import error of a third-party plugin must name the plugin
-        raise MbenchError(f"{where}: cannot load: {type(err).__name__}: {err}") from err
+    target = load_entry_point(ep, where)
     if isinstance(target, (str, os.PathLike)):
         directory = Path(target)
     elif isinstance(target, ModuleType):
@@ -148,6 +146,22 @@ class TaskIndex:
                     "`mbench ls tasks` and `mbench ls groups` list them"
                 )
         return list(out)
+
+    def scored_members(self, group: str) -> list[str]:
+        """The direct members of ``group`` that a group mean averages: scored tasks, and member groups
+        with at least one scored task. Unscored tasks (``scored: false``, e.g. CIRCO test) are left out."""
+        members = []
+        for member in self.group(group).tasks:
+            if member in self.groups:
+                if self.scored_tasks([member]):
+                    members.append(member)
+            elif self.task(member).scored:
+                members.append(member)
+        return members
+
+    def scored_tasks(self, names: Iterable[str]) -> list[str]:
+        """``expand(names)`` without the unscored tasks: the tasks whose metrics a group row reads."""
+        return [name for name in self.expand(names) if self.task(name).scored]
 
     def _expand_group(self, name: str, chain: tuple[str, ...]) -> list[str]:
         if name in chain:

@@ -58,20 +58,26 @@ def is_base_file(path: Path) -> bool:
     return path.name.startswith("_")
 
 
-def _read_yaml_mapping(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path, error: type[MbenchError], *, missing: str = "no such file") -> Any:
+    """The parsed content of a YAML file (safe loader); an unreadable file or malformed YAML raises
+    ``error`` naming the file (and the line); ``missing`` is what a missing file is called."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError as err:
-        raise TaskFileError(f"{path}: no such file") from err
+        raise error(f"{path}: {missing}") from err
     except OSError as err:
-        raise TaskFileError(f"{path}: cannot read: {err}") from err
+        raise error(f"{path}: cannot read: {err}") from err
     try:
-        data = yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a safe loader, C or Python
+        return yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a safe loader, C or Python
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         problem = getattr(err, "problem", None) or str(err)
-        raise TaskFileError(f"{where}: malformed YAML: {problem}") from err
+        raise error(f"{where}: malformed YAML: {problem}") from err
+
+
+def _read_yaml_mapping(path: Path) -> dict[str, Any]:
+    data = read_yaml(path, TaskFileError)
     if data is None:
         raise TaskFileError(f"{path}: the file is empty; a task or group YAML is a mapping of keys")
     if not isinstance(data, dict):

@@ -9,7 +9,7 @@ L2-normalises queries and candidates right before the faiss inner-product search
 identically, and declares cosine similarity.
 
 Texts go through UniIR's ``format_string``, queries with UniIR's instruction composition
-(``mbench.text``), then OpenAI CLIP's text cleaning (ftfy + HTML unescaping, as
+(``mbench.models.text``), then OpenAI CLIP's text cleaning (ftfy + HTML unescaping, as
 ``clip.simple_tokenizer.basic_clean``) and the CLIP tokenizer truncated to 77 tokens with the
 end-of-text token kept last (``clip.tokenize(..., truncate=True)``).
 
@@ -38,7 +38,7 @@ from mbench.models.base import (
     load_image,
 )
 from mbench.models.builtin.hub import resolve_model_dir
-from mbench.text import uniir_format_string, uniir_query_text
+from mbench.models.text import uniir_format_string, uniir_query_text
 
 PLUGIN_VERSION = "1"
 DEFAULT_MODEL = "openai/clip-vit-large-patch14"

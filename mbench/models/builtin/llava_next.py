@@ -4,13 +4,18 @@
 [--model-arg global_image_only=true]`. Both embed an item as one last-layer hidden state of the
 language model, L2-normalised (cosine similarity).
 
-Input formats (MM-Embed paper, Lin et al. 2024; transcribed in shared/reference/mm-embed-paper/prompts.md):
+Input formats (MM-Embed paper, Lin et al. 2024, Tables 11 and 12):
 
-* LLaVa-E, Table 11. Query ``<instruction>\\nQuery: <query parts><eos>`` with the query parts
-  ``<qtxt>``, ``<qimg>`` or ``<qimg>\\n<qtxt>``; candidate ``<cimg>\\n<ctxt><eos>``. Absent parts are
-  dropped (no instruction: ``Query: <query parts>``). The embedding is the hidden state at the
-  appended end-of-sequence token, appended as a token (what MM-Embed's released code does with
-  ``add_eos_token``), not as text after a space.
+* LLaVa-E, Table 11. Query ``Instruct: <instruction>\\nQuery: <query parts><eos>`` with the query
+  parts ``<qtxt>``, ``<qimg>`` or ``<qimg>\\n<qtxt>``; candidate ``<cimg>\\n<ctxt><eos>``. Absent parts
+  are dropped (no instruction: ``Query: <query parts>``). The ``Instruct: `` prefix is not printed in
+  Table 11 but is what MM-Embed's released code feeds its model: ``NVMMEmbedModel.encode`` in
+  nvidia/MM-Embed's ``modeling_nvmmembed.py`` builds ``f"Instruct: {instruction}\\n{query_prefix}<image>\\n<text>"``
+  with ``query_prefix="Query: "``, and ``f"{query_prefix}<image>\\n<text>"`` without an instruction
+  (NV-Embed's convention). LLaVa-E, the paper's other Table 11 bi-encoder, has no released code,
+  so it follows the code that was released rather than the table's abbreviation. The embedding
+  is the hidden state at the appended end-of-sequence token, appended as a token (what MM-Embed's
+  released code does with ``add_eos_token``), not as text after a space.
 * LLaVa-P, Table 12. Query: the task's ``llava_p`` prompt (placeholders ``<qimg>``, ``<qtxt>``);
   candidate ``<cimg>\\n<ctxt>\\nDescribe the above in one word:``. A query whose task has no
   ``llava_p`` prompt gets the zero-shot prompts of the paper's footnote 9:
@@ -53,12 +58,15 @@ from mbench.models.base import (
     load_image,
 )
 
-PLUGIN_VERSION = "1"
+# 2: LLaVa-E queries carry MM-Embed's "Instruct: " prefix (cached embeddings of version 1 miss).
+PLUGIN_VERSION = "2"
 DEFAULT_MODEL = "llava-hf/llava-v1.6-mistral-7b-hf"
 
 QUERY_IMAGE, QUERY_TEXT = "<qimg>", "<qtxt>"
 CAND_IMAGE, CAND_TEXT = "<cimg>", "<ctxt>"
 # Table 11 (LLaVa-E / NV-Embed-style bi-encoders); the eos token is appended after formatting.
+# The instruction line's "Instruct: " follows MM-Embed's modeling_nvmmembed.py (NVMMEmbedModel.encode).
+EOS_INSTRUCTION_PREFIX = "Instruct: "
 EOS_QUERY_PREFIX = "Query: "
 EOS_CANDIDATE_TEMPLATE = f"{CAND_IMAGE}\n{CAND_TEXT}"
 # Table 12 (LLaVa-P) candidate prompt.
@@ -155,7 +163,7 @@ def _drop(template: str, placeholder: str) -> str:
 
 
 def eos_query_text(text: str | None, has_image: bool, instruction: str | None, image_token: str, where: str) -> str:
-    """Table 11 query (without the eos token): ``<instruction>\\nQuery: <qimg>\\n<qtxt>``, absent parts dropped."""
+    """Table 11 query (without the eos token): ``Instruct: <instruction>\\nQuery: <qimg>\\n<qtxt>``, absent parts dropped."""
     parts = fill_template(
         f"{QUERY_IMAGE}\n{QUERY_TEXT}",
         text=text,
@@ -165,7 +173,7 @@ def eos_query_text(text: str | None, has_image: bool, instruction: str | None, i
         image_token=image_token,
         where=where,
     )
-    prefix = f"{instruction}\n{EOS_QUERY_PREFIX}" if instruction else EOS_QUERY_PREFIX
+    prefix = f"{EOS_INSTRUCTION_PREFIX}{instruction}\n{EOS_QUERY_PREFIX}" if instruction else EOS_QUERY_PREFIX
     return prefix + parts
 
 

@@ -132,7 +132,7 @@ class MtebRetriever:
         instructions: Sequence[str | None],
         prompts: Sequence[str | None],
     ) -> torch.Tensor:
-        """Embeddings [len(items), dim] (float32) from mteb's ``encode``, one call per modality and instruction."""
+        """Embeddings [len(items), dim] (float32; unit rows for a cosine model) from mteb's ``encode``, one call per modality and instruction."""
         check_encode_call(self.meta, items, role, instructions, prompts)
         from mteb.types import PromptType
 
@@ -148,7 +148,14 @@ class MtebRetriever:
             if out is None:
                 out = torch.empty(len(items), embeddings.shape[1], dtype=torch.float32)
             out[rows] = embeddings
-        return out if out is not None else torch.empty(0, self.meta.dim or 0)
+        if out is None:
+            return torch.empty(0, self.meta.dim or 0)
+        if self.meta.similarity == "cosine":
+            # mteb scores a cosine model by normalising both sides at search time (its encoders may
+            # return raw rows); mbench stores unit rows for cosine models, so the normalisation
+            # mteb would apply is applied here, once, in float32 as mteb's cos_sim does.
+            out = torch.nn.functional.normalize(out, dim=1)
+        return out
 
     def _encode_group(self, items: list[Item], modality: str, task: TaskMetadata, prompt_type: Any) -> Any:
         import datasets

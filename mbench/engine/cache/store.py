@@ -1,11 +1,17 @@
-"""The embedding store: content-addressed, sharded, checksummed fp16 matrices on disk.
+"""The embedding store: content-addressed, sharded, checksummed matrices on disk, kept losslessly.
 
 Layout of one entry (``<root>/<key>/``)::
 
-    manifest.json                 key, n_items, dim, dtype, shard_size, n_shards, created, meta
-    shard-000003.json             the record of shard 3: rows, dim, file name, bytes, sha256
-    shard-000003-1f2e3d4c.npy     its data: an fp16 (rows, dim) ``.npy`` file (no pickle)
+    manifest.json                 key, n_items, dim, dtype, store_dtype, shard_size, n_shards, created, meta
+    shard-000003.json             the record of shard 3: rows, dim, dtype, file name, bytes, sha256
+    shard-000003-1f2e3d4c.npy     its data: a (rows, dim) ``.npy`` file (no pickle)
     quarantine/                   shards found corrupted, kept for inspection until `mbench cache gc`
+
+What is stored is what the encoder emitted, bit for bit: float32, float16, or bfloat16 kept as
+its raw 16-bit patterns (``.npy`` has no bfloat16: the file holds uint16 and the manifest says
+``bfloat16``; reading widens it to float32, which is exact). ``store_dtype`` is ``native`` (that
+rule; the first shard written fixes ``dtype``) or ``float16``: a down-cast asked for explicitly,
+for disk-bound pools. A cache must never change a number unless the user asked it to.
 
 Why this shape:
 
@@ -19,8 +25,8 @@ Why this shape:
   a rewrite creates a new file and then replaces the record atomically, so a record and the
   bytes it vouches for can never be mixed up by a concurrent rewrite, and a quarantine of a
   bad file can never move a good file that another process just wrote.
-* A shard counts only when its record exists, its file exists, has the recorded size, an fp16
-  ``(rows, dim)`` header and the recorded sha256. Anything else is missing; a corrupted file is
+* A shard counts only when its record exists, its file exists, has the recorded size, a
+  ``(rows, dim)`` header of the entry's dtype and the recorded sha256. Anything else is missing; a corrupted file is
   moved to ``quarantine/`` and recomputed, never served.
 """
 
@@ -45,19 +51,25 @@ from typing import Any, Literal
 import numpy as np
 
 from mbench import __version__
+from mbench.engine.cache import store_root
 from mbench.errors import MbenchError
+from mbench.formats.atomic import TMP_SUFFIX, atomic_write_bytes, writer_is_dead
 
 try:  # POSIX only; on other systems the rare manifest rewrite goes unlocked
     import fcntl
 except ImportError:  # pragma: no cover
     fcntl = None  # type: ignore[assignment]
 
-FORMAT = "mbench-embeddings/1"
+# Format 2 stores any of STORED_DTYPES; format 1 (fp16 only) entries stay readable, so `mbench
+# cache ls|gc` can list and remove them. Their keys never match a format-2 lookup.
+FORMAT = "mbench-embeddings/2"
+READABLE_FORMATS = ("mbench-embeddings/1", FORMAT)
 DEFAULT_SHARD_SIZE = 8192
-STORE_DTYPE = np.dtype("<f2")
+# Stored dtype -> the dtype of its .npy file (bfloat16 as raw bit patterns).
+STORED_DTYPES = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2"), "bfloat16": np.dtype("<u2")}
+STORE_POLICIES = ("native", "float16")
 MANIFEST = "manifest.json"
 QUARANTINE = "quarantine"
-TMP_SUFFIX = ".tmp"
 _LOCK = ".lock"
 _KEY_RE = re.compile(r"^[0-9a-f]{8,128}$")
 _RECORD_RE = re.compile(r"^shard-(\d{6,})\.json$")
@@ -65,19 +77,8 @@ _DATA_RE = re.compile(r"^shard-(\d{6,})-[0-9a-f]{8}\.npy$")
 _HASH_CHUNK = 8 << 20
 
 
-def default_cache_dir() -> Path:
-    """The mbench cache directory: ``$MBENCH_CACHE`` or ``~/.cache/mbench``."""
-    env = os.environ.get("MBENCH_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "mbench"
-
-
-def default_store_root(cache_dir: Path | str | None = None) -> Path:
-    """Where embeddings live inside a cache directory (``<cache_dir>/embeddings``)."""
-    return Path(cache_dir if cache_dir is not None else default_cache_dir()).expanduser() / "embeddings"
-
-
 class NonFiniteEmbeddingError(MbenchError):
-    """An embedding row holds NaN or inf (or overflows fp16); ``row`` is its index in the entry."""
+    """An embedding row holds NaN or inf (or overflows an asked-for fp16); ``row`` is its index in the entry."""
 
     def __init__(self, message: str, row: int) -> None:
         super().__init__(message)
@@ -98,37 +99,6 @@ class ShardCheck:
 
 def _now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
-
-
-def _tmp_path(final: Path) -> Path:
-    # host and pid in the name let `gc` recognise the leftovers of a killed writer at once.
-    host = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:40] or "host"
-    return final.with_name(f".{final.name}.{host}.{os.getpid()}.{secrets.token_hex(3)}{TMP_SUFFIX}")
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):  # not every filesystem lets a directory be opened/fsynced
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _atomic_write(final: Path, data: bytes) -> None:
-    """Write ``data`` to ``final`` so readers see the old file or the whole new one, never a part."""
-    tmp = _tmp_path(final)
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    _fsync_dir(final.parent)
 
 
 def _json_bytes(obj: Any) -> bytes:
@@ -177,14 +147,34 @@ def _sha256_of(fh: Any) -> str:
     return digest.hexdigest()
 
 
-def _as_numpy(array: Any) -> np.ndarray:
-    """A numpy view of an array-like; torch tensors (any dtype or device) go through fp32 on CPU."""
+def _as_stored(array: Any) -> tuple[np.ndarray, str]:
+    """``(numpy array, stored dtype name)`` holding exactly the values of a torch tensor or numpy array.
+
+    float32 and float16 map to themselves; a torch bfloat16 tensor becomes its raw uint16 bit
+    patterns. Anything else (float64, integers) is refused: storing it would change it.
+    """
     if hasattr(array, "detach") and hasattr(array, "cpu"):  # a torch tensor, without importing torch
-        array = array.detach()
-        if not array.is_floating_point() or array.dtype.itemsize < 4:  # bf16 has no numpy dtype
-            array = array.float()
-        array = array.cpu().numpy()
-    return np.asarray(array)
+        tensor = array.detach().cpu().contiguous()
+        name = str(tensor.dtype).removeprefix("torch.")
+        if name == "bfloat16":
+            import torch
+
+            return tensor.view(torch.int16).numpy().view(STORED_DTYPES["bfloat16"]), name
+        if name in ("float32", "float16"):
+            return tensor.numpy(), name
+        raise MbenchError(f"embeddings must be float32, float16 or bfloat16 tensors, got torch.{name}")
+    data = np.asarray(array)
+    for name in ("float32", "float16"):
+        if data.dtype == STORED_DTYPES[name]:
+            return data, name
+    raise MbenchError(f"embeddings must be float32, float16 or bfloat16, got a numpy {data.dtype} array")
+
+
+def widen_to_float32(data: np.ndarray, dtype: str) -> np.ndarray:
+    """The float32 values of stored data (exact: every float16 and bfloat16 is a float32)."""
+    if dtype == "bfloat16":
+        return (np.asarray(data, dtype=np.uint32) << 16).view(np.float32)
+    return np.asarray(data, dtype=np.float32)
 
 
 def _check_key(key: str) -> str:
@@ -227,7 +217,7 @@ class RowConcat:
             raise MbenchError(f"embedding dimension {dims.pop()} does not match the expected {dim}")
         self.parts: list[Any] = flat
         self._dim = dims.pop() if dims else int(dim or 0)
-        self.dtype = np.result_type(*[part.dtype for part in flat]) if flat else np.dtype(dtype or STORE_DTYPE)
+        self.dtype = np.result_type(*[part.dtype for part in flat]) if flat else np.dtype(dtype or np.float32)
         self._offsets = np.cumsum([0] + [int(part.shape[0]) for part in flat], dtype=np.int64)
 
     @property
@@ -290,6 +280,29 @@ class RowConcat:
         return np.array(self._rows(0, len(self)), dtype=dtype if dtype is not None else self.dtype)
 
 
+class BFloat16Rows:
+    """A read-only 2-D view of bfloat16 bit patterns (uint16) whose rows read as exact float32."""
+
+    ndim = 2
+
+    def __init__(self, bits: np.ndarray) -> None:
+        if bits.ndim != 2 or bits.dtype != STORED_DTYPES["bfloat16"]:
+            raise ValueError(f"BFloat16Rows needs a 2-D uint16 array, got {bits.dtype} {bits.shape}")
+        self.bits = bits
+        self.shape = bits.shape
+        self.dtype = np.dtype(np.float32)
+
+    def __len__(self) -> int:
+        return int(self.shape[0])
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return widen_to_float32(self.bits[key], "bfloat16")
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        values = widen_to_float32(self.bits, "bfloat16")
+        return values if dtype is None else values.astype(dtype)
+
+
 # ----------------------------------------------------------------------------- one entry
 
 
@@ -317,10 +330,27 @@ class StoreEntry:
     def dim(self) -> int | None:
         """Embedding dimension; ``None`` until it was given or the first shard was written."""
         if self.manifest.get("dim") is None:
-            with contextlib.suppress(OSError, ValueError):
-                self.manifest = _read_json(self.path / MANIFEST)  # another process may have set it
+            self._reread_manifest()
         dim = self.manifest.get("dim")
         return None if dim is None else int(dim)
+
+    @property
+    def dtype(self) -> str | None:
+        """The stored dtype (float32, float16 or bfloat16); ``None`` until the first shard fixes it."""
+        if self.manifest.get("dtype") is None:
+            self._reread_manifest()
+        dtype = self.manifest.get("dtype")
+        return None if dtype is None else str(dtype)
+
+    @property
+    def store_dtype(self) -> str:
+        """``native`` (the encoder's dtype, kept bit for bit) or the dtype every shard is converted to."""
+        # Format-1 entries predate the policy: they hold float16 copies.
+        return str(self.manifest.get("store_dtype", "float16"))
+
+    def _reread_manifest(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self.manifest = _read_json(self.path / MANIFEST)  # another process may have filled it in
 
     def __repr__(self) -> str:
         return f"StoreEntry({self.key[:12]}, n_items={self.n_items}, dim={self.manifest.get('dim')}, shards={self.n_shards})"
@@ -343,7 +373,7 @@ class StoreEntry:
             return None
 
     def check_shard(self, index: int, *, verify: bool = True, trust_verified: bool = False) -> ShardCheck:
-        """Check shard ``index``: record, file, size, fp16 ``(rows, dim)`` header and (if ``verify``) sha256."""
+        """Check shard ``index``: record, file, size, ``(rows, dim)`` header of the entry's dtype and (if ``verify``) sha256."""
         check, _ = self._check(index, verify=verify, trust_verified=trust_verified, keep_open=False)
         return check
 
@@ -355,7 +385,7 @@ class StoreEntry:
             return ShardCheck(index, "corrupt", f"unreadable record: {err}"), None
         if record is None:
             return ShardCheck(index, "absent"), None
-        dim = self.dim
+        dim, dtype = self.dim, self.dtype
         try:
             name = str(record["file"])
             if not _DATA_RE.match(name) or int(_DATA_RE.match(name).group(1)) != index:  # type: ignore[union-attr]
@@ -363,6 +393,9 @@ class StoreEntry:
             size, digest = int(record["bytes"]), str(record["sha256"])
             if int(record["rows"]) != rows or (dim is not None and int(record["dim"]) != dim):
                 return ShardCheck(index, "corrupt", f"record says {record['rows']}x{record['dim']}, expected {rows}x{dim}"), None
+            stored = str(record.get("dtype", "float16"))
+            if stored not in STORED_DTYPES or (dtype is not None and stored != dtype):
+                return ShardCheck(index, "corrupt", f"record says dtype {stored}, the entry holds {dtype}"), None
         except (KeyError, TypeError, ValueError) as err:
             return ShardCheck(index, "corrupt", f"malformed record: {err}"), None
         path = self.path / name
@@ -376,12 +409,15 @@ class StoreEntry:
             if stat.st_size != size:
                 return ShardCheck(index, "corrupt", f"{name} has {stat.st_size} bytes, record says {size} (truncated?)"), None
             try:
-                shape, fortran, dtype, _ = _npy_header(fh)
+                shape, fortran, header_dtype, _ = _npy_header(fh)
             except (ValueError, OSError) as err:
                 return ShardCheck(index, "corrupt", f"{name} has an unreadable .npy header: {err}"), None
             expected_dim = dim if dim is not None else int(record["dim"])
-            if shape != (rows, expected_dim) or fortran or dtype != STORE_DTYPE:
-                return ShardCheck(index, "corrupt", f"{name} holds {dtype} {shape}, expected float16 {(rows, expected_dim)}"), None
+            file_dtype = STORED_DTYPES[stored]
+            if shape != (rows, expected_dim) or fortran or header_dtype != file_dtype:
+                return ShardCheck(
+                    index, "corrupt", f"{name} holds {header_dtype} {shape}, expected {file_dtype} {(rows, expected_dim)}"
+                ), None
             signature = (name, stat.st_size, stat.st_mtime_ns, stat.st_ino)
             if verify and not (trust_verified and self._verified.get(index) == signature):
                 if _sha256_of(fh) != digest:
@@ -443,12 +479,14 @@ class StoreEntry:
         return all(self.check_shard(i, verify=verify, trust_verified=True).status == "ok" for i in range(self.n_shards))
 
     def write_shard(self, index: int, array: Any) -> None:
-        """Store shard ``index`` (rows ``shard_range(index)``) as fp16, atomically, with its checksum.
+        """Store shard ``index`` (rows ``shard_range(index)``) atomically, with its checksum.
 
-        Raises ``NonFiniteEmbeddingError`` naming the entry row of the first NaN/inf (or fp16 overflow).
+        The values are kept bit for bit (float32, float16, or a bfloat16 tensor's bit patterns)
+        unless the entry's ``store_dtype`` asks for float16. Raises ``NonFiniteEmbeddingError``
+        naming the entry row of the first NaN/inf (or of a value that overflows that float16).
         """
         rows = self.shard_range(index)
-        data = _as_numpy(array)
+        data, dtype = _as_stored(array)
         if data.ndim != 2 or data.shape[0] != len(rows):
             raise MbenchError(
                 f"shard {index} of entry {self.key[:12]} needs a ({len(rows)}, dim) array, got shape {data.shape}"
@@ -458,29 +496,38 @@ class StoreEntry:
             raise MbenchError(f"entry {self.key[:12]} holds {dim}-d embeddings, shard {index} has {data.shape[1]}")
         if data.shape[1] == 0:
             raise MbenchError(f"shard {index} of entry {self.key[:12]} has zero-width embeddings")
-        if not np.issubdtype(data.dtype, np.floating):
-            raise MbenchError(f"shard {index} of entry {self.key[:12]}: embeddings must be floating point, got {data.dtype}")
-        _check_finite(data, rows.start, self.key, "")
-        with np.errstate(over="ignore"):  # overflow is reported just below, naming the row
-            data16 = np.ascontiguousarray(data, dtype=STORE_DTYPE)
-        _check_finite(data16, rows.start, self.key, " after conversion to float16 (|value| > 65504)")
+        values = widen_to_float32(data, dtype)
+        _check_finite(values, rows.start, self.key, "")
+        if self.store_dtype != "native" and self.store_dtype != dtype:
+            # The one lossy path, taken only when the user asked for it (--store-dtype fp16).
+            with np.errstate(over="ignore"):  # overflow is reported just below, naming the row
+                data = values.astype(STORED_DTYPES[self.store_dtype])
+            dtype = self.store_dtype
+            _check_finite(data, rows.start, self.key, f" after conversion to {dtype} (|value| > 65504)")
+        held = self.dtype
+        if held is not None and held != dtype:
+            raise MbenchError(
+                f"entry {self.key[:12]} holds {held} embeddings, shard {index} is {dtype}: the encoder's output "
+                f"dtype changed; remove the entry with `mbench cache gc --key {self.key[:12]}`"
+            )
+        data = np.ascontiguousarray(data)
 
         buf = io.BytesIO()
-        np.lib.format.write_array(buf, data16, allow_pickle=False)
+        np.lib.format.write_array(buf, data, allow_pickle=False)
         payload = buf.getvalue()
         digest = hashlib.sha256(payload).hexdigest()
         name = f"shard-{index:06d}-{secrets.token_hex(4)}.npy"
         old = None
         with contextlib.suppress(OSError, ValueError):
             old = self._read_record(index)
-        _atomic_write(self.path / name, payload)
+        atomic_write_bytes(self.path / name, payload)
         record = {
             "shard": index,
             "start": rows.start,
             "stop": rows.stop,
             "rows": len(rows),
-            "dim": int(data16.shape[1]),
-            "dtype": "float16",
+            "dim": int(data.shape[1]),
+            "dtype": dtype,
             "file": name,
             "bytes": len(payload),
             "sha256": digest,
@@ -488,31 +535,34 @@ class StoreEntry:
             "host": socket.gethostname(),
             "pid": os.getpid(),
         }
-        _atomic_write(self._record_path(index), _json_bytes(record))
+        atomic_write_bytes(self._record_path(index), _json_bytes(record))
         if old and old.get("file") != name and _DATA_RE.match(str(old.get("file", ""))):
             with contextlib.suppress(OSError):
                 (self.path / str(old["file"])).unlink()  # the superseded copy of this shard
-        if dim is None:
-            self._set_dim(int(data16.shape[1]), index)
+        if dim is None or held is None:
+            self._set_layout(int(data.shape[1]), dtype, index)
         stat = os.stat(self.path / name)
         self._verified[index] = (name, stat.st_size, stat.st_mtime_ns, stat.st_ino)
 
-    def _set_dim(self, dim: int, index: int) -> None:
+    def _set_layout(self, dim: int, dtype: str, index: int) -> None:
+        """Fill in the manifest's ``dim`` and ``dtype`` once; a shard that disagrees is discarded."""
         with _locked(self.path):
             manifest = _read_json(self.path / MANIFEST)
-            if manifest.get("dim") is None:
-                manifest["dim"] = dim
-                _atomic_write(self.path / MANIFEST, _json_bytes(manifest))
-            elif int(manifest["dim"]) != dim:
+            held = {"dim": manifest.get("dim"), "dtype": manifest.get("dtype")}
+            if held["dim"] is not None and int(held["dim"]) != dim or held["dtype"] not in (None, dtype):
                 self.quarantine_shard(index)
                 raise MbenchError(
-                    f"entry {self.key[:12]} holds {manifest['dim']}-d embeddings, shard {index} had {dim}; it was discarded"
+                    f"entry {self.key[:12]} holds {held['dim']}-d {held['dtype']} embeddings, shard {index} had "
+                    f"{dim}-d {dtype}; it was discarded"
                 )
+            if held != {"dim": dim, "dtype": dtype}:
+                manifest.update(dim=dim, dtype=dtype)
+                atomic_write_bytes(self.path / MANIFEST, _json_bytes(manifest))
             self.manifest = manifest
 
     # -- reading ----------------------------------------------------------------------------------
     def load(self, *, mmap: bool = True, verify: bool = True, trust_verified: bool = True) -> RowConcat:
-        """The full ``(n_items, dim)`` fp16 matrix as a lazy ``RowConcat`` of its shards.
+        """The full ``(n_items, dim)`` matrix as a lazy ``RowConcat`` of its shards (bfloat16 reads as float32).
 
         Every shard is checked (sha256 too when ``verify``) before it is served; shards this
         object already verified or wrote are not hashed again when their file is unchanged,
@@ -534,14 +584,14 @@ class StoreEntry:
                     part = np.memmap(fh, dtype=dtype, mode="r", offset=offset, shape=shape)
                 else:
                     part = np.fromfile(fh, dtype=dtype, count=shape[0] * shape[1]).reshape(shape)
-            parts.append(part)
+            parts.append(BFloat16Rows(part) if self.dtype == "bfloat16" else part)
         if problems:
             shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
             raise MbenchError(
                 f"embedding store entry {self.key[:12]} at {self.path} is not complete: {shown}. "
                 "Run the command again to compute the missing shards."
             )
-        return RowConcat(parts, dim=self.dim, dtype=STORE_DTYPE)
+        return RowConcat(parts, dim=self.dim, dtype=np.float32 if self.dtype in (None, "bfloat16") else self.dtype)
 
     # -- bookkeeping ------------------------------------------------------------------------------
     def size_bytes(self) -> int:
@@ -571,7 +621,7 @@ class EmbeddingStore:
     """A directory of entries, one per key (``<root>/<key>/``); default root ``$MBENCH_CACHE/embeddings``."""
 
     def __init__(self, root: Path | str | None = None) -> None:
-        self.root = Path(root).expanduser() if root is not None else default_store_root()
+        self.root = Path(root).expanduser() if root is not None else store_root()
 
     def __repr__(self) -> str:
         return f"EmbeddingStore({str(self.root)!r})"
@@ -587,15 +637,20 @@ class EmbeddingStore:
         shard_size: int = DEFAULT_SHARD_SIZE,
         meta: dict[str, Any] | None = None,
         dim: int | None = None,
+        store_dtype: str = "native",
     ) -> StoreEntry:
-        """Open the entry ``key``, creating it if absent; an existing one must agree on ``n_items`` and ``shard_size``.
+        """Open the entry ``key``, creating it if absent; an existing one must agree on ``n_items``,
+        ``shard_size`` and ``store_dtype``.
 
         ``meta`` (JSON; put ``model`` and ``role`` in it for `mbench cache ls`) is recorded by the
-        creator; later callers keep the first one.
+        creator; later callers keep the first one. ``store_dtype``: ``native`` keeps what the
+        encoder emits bit for bit; ``float16`` converts every shard (put it in the key too).
         """
         _check_key(key)
         if n_items < 0 or shard_size < 1:
             raise ValueError(f"n_items must be >= 0 and shard_size >= 1, got {n_items} and {shard_size}")
+        if store_dtype not in STORE_POLICIES:
+            raise ValueError(f"store_dtype must be one of {STORE_POLICIES}, got {store_dtype!r}")
         path = self.root / key
         manifest_path = path / MANIFEST
         if not manifest_path.is_file():
@@ -611,14 +666,15 @@ class EmbeddingStore:
                         "key": key,
                         "n_items": int(n_items),
                         "dim": None if dim is None else int(dim),
-                        "dtype": "float16",
+                        "dtype": None if store_dtype == "native" else store_dtype,
+                        "store_dtype": store_dtype,
                         "shard_size": int(shard_size),
                         "n_shards": -(-int(n_items) // int(shard_size)),
                         "created": _now_iso(),
                         "mbench_version": __version__,
                         "meta": meta_json,
                     }
-                    _atomic_write(manifest_path, _json_bytes(manifest))
+                    atomic_write_bytes(manifest_path, _json_bytes(manifest))
         entry = self.open(key)
         if entry.n_items != n_items or entry.shard_size != shard_size:
             raise MbenchError(
@@ -627,6 +683,11 @@ class EmbeddingStore:
             )
         if dim is not None and entry.dim is not None and entry.dim != dim:
             raise MbenchError(f"embedding store entry {key[:12]} holds {entry.dim}-d embeddings, asked for {dim}")
+        if entry.store_dtype != store_dtype:
+            raise MbenchError(
+                f"embedding store entry {key[:12]} stores {entry.store_dtype} embeddings, asked for {store_dtype}; "
+                "the store dtype belongs in the key"
+            )
         return entry
 
     def open(self, key: str) -> StoreEntry:
@@ -638,7 +699,7 @@ class EmbeddingStore:
             raise MbenchError(f"no embedding store entry {key} under {self.root}") from err
         except (OSError, ValueError) as err:
             raise MbenchError(f"unreadable manifest {path / MANIFEST}: {err}; remove the entry with `mbench cache gc --key {key[:12]}`") from err
-        if manifest.get("format") != FORMAT or manifest.get("key") != key:
+        if manifest.get("format") not in READABLE_FORMATS or manifest.get("key") != key:
             raise MbenchError(f"{path / MANIFEST} is not an mbench embedding manifest for key {key}")
         return StoreEntry(path, manifest)
 
@@ -697,7 +758,7 @@ class EmbeddingStore:
                 drop(path)
         for path in self.entry_dirs():
             for tmp in sorted(path.glob(f".*{TMP_SUFFIX}")):
-                if _writer_dead(tmp) or now - _mtime(tmp) > tmp_grace_s:
+                if writer_is_dead(tmp) or now - _mtime(tmp) > tmp_grace_s:
                     drop(tmp)
             if (path / QUARANTINE).is_dir():
                 drop(path / QUARANTINE)
@@ -729,23 +790,6 @@ def _mtime(path: Path) -> float:
 
 def _newest_mtime(path: Path) -> float:
     return max([_mtime(p) for p in path.rglob("*")] + [_mtime(path)])
-
-
-def _writer_dead(tmp: Path) -> bool:
-    """Whether the temp file's writer (host and pid in its name) is a dead process on this host."""
-    parts = tmp.name[: -len(TMP_SUFFIX)].split(".")
-    if len(parts) < 4 or not parts[-2].isdigit():
-        return False
-    host, pid = parts[-3], int(parts[-2])
-    if host != (re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:40] or "host"):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
 
 
 def concat_entries(entries: Sequence[StoreEntry], *, verify: bool = True) -> RowConcat:

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from mbench.errors import MbenchError
-from mbench.result_index import FoundResult, newest
+from mbench.metrics import order_free_mean
+from mbench.reporting.result_index import FoundResult, newest
 
 DEFAULT_RESAMPLES = 10_000
 DEFAULT_SEED = 0
@@ -150,11 +151,11 @@ def compare_pair(
     if (a.task, a.pool) != (b.task, b.pool):
         raise MbenchError(f"cannot compare {a.describe()} with {b.describe()}: different task or pool")
     if metric is None:
-        if a.main_metric != b.main_metric:
+        if a.record.main_metric != b.record.main_metric:
             raise MbenchError(
-                f"{a.task}: A's main metric is {a.main_metric!r}, B's is {b.main_metric!r}; pass --metric"
+                f"{a.task}: A's main metric is {a.record.main_metric!r}, B's is {b.record.main_metric!r}; pass --metric"
             )
-        metric = a.main_metric
+        metric = str(a.record.main_metric)
     qids, values_a, values_b = paired_values(a, b, metric)
     differences = values_b - values_a
     low, high = paired_bootstrap_ci(differences, n_resamples=n_resamples, seed=seed)
@@ -164,8 +165,8 @@ def compare_pair(
         pool=a.pool,
         metric=metric,
         n_queries=int(qids.size),
-        mean_a=float(values_a.mean()),
-        mean_b=float(values_b.mean()),
+        mean_a=order_free_mean(values_a),  # the bits of result.json's mean (and so of `mbench table`)
+        mean_b=order_free_mean(values_b),
         ci_low=low,
         ci_high=high,
         p_value=p_value,
@@ -191,7 +192,7 @@ def match_results(side_a: Sequence[FoundResult], side_b: Sequence[FoundResult]) 
     def by_key(side: str, results: Sequence[FoundResult]) -> dict[tuple[str, str, str], FoundResult]:
         grouped: dict[tuple[str, str, str], list[FoundResult]] = {}
         for found in results:
-            grouped.setdefault((found.task, found.pool, found.variant), []).append(found)
+            grouped.setdefault((found.task, found.pool, found.record.variant), []).append(found)
         chosen = {}
         for key, group in grouped.items():
             chosen[key] = newest(group)
@@ -199,7 +200,7 @@ def match_results(side_a: Sequence[FoundResult], side_b: Sequence[FoundResult]) 
                 others = ", ".join(str(g.directory) for g in group if g is not chosen[key])
                 notes.append(
                     f"{side}: {len(group)} results for {key[0]} [{key[1]}, {key[2]}]; using the newest "
-                    f"(created {chosen[key].record.get('created')}) at {chosen[key].directory}; not used: {others}"
+                    f"(created {chosen[key].record.created}) at {chosen[key].directory}; not used: {others}"
                 )
         return chosen
 

@@ -14,13 +14,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mbench.errors import MbenchError
 from mbench.metrics import parse_metric
-
-_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 _ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\-+@]*$"
 
@@ -39,7 +36,10 @@ class NumberFormat(_Strict):
     """How fractions are shown: multiplied by `scale`, with `decimals` digits after the point."""
 
     scale: float = Field(default=100.0, gt=0, description="fractions are multiplied by this (100: percent)")
-    decimals: int = Field(default=1, ge=0, le=6)
+    decimals: int | None = Field(
+        default=None, ge=0, le=6,
+        description="digits after the point (a paper's precision); default: mbench's display rule (2, or $MBENCH_DECIMALS)",
+    )
 
 
 class ResultFilter(_Strict):
@@ -51,7 +51,7 @@ class ResultFilter(_Strict):
 
 
 class Row(ResultFilter):
-    """One task (or group, shown as the mean of its members) scored with one metric."""
+    """One task (or group, shown as the mean of its scored members) scored with one metric."""
 
     id: str | None = Field(default=None, pattern=_ID_PATTERN, description="key for averages and references; default: task")
     task: str = Field(description="task name, or a group name (mean over its direct members)")
@@ -82,6 +82,16 @@ class Average(_Strict):
     id: str = Field(pattern=_ID_PATTERN)
     rows: list[str] = Field(min_length=1, description="ids of the rows averaged")
     display: str | None = None
+    metric: str | None = Field(
+        default=None, description="average this metric of the rows' tasks instead of each row's own metric"
+    )
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, metric: str | None) -> str | None:
+        if metric is not None:
+            parse_metric(metric)
+        return metric
 
     @property
     def label(self) -> str:
@@ -255,17 +265,10 @@ def parse_leaderboard(data: Any, source: str) -> Leaderboard:
 
 def load_leaderboard(path: str | Path, tasks_dirs: Iterable[str | Path] = ()) -> Leaderboard:
     """Read, validate and check a leaderboard YAML against the task index."""
+    from mbench.tasks.loader import read_yaml
+
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise LeaderboardFileError(f"{path}: no such file (packaged specs: `mbench table --list`)") from None
-    try:
-        data = yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a safe loader, C or Python
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        raise LeaderboardFileError(f"{where}: malformed YAML: {getattr(err, 'problem', None) or err}") from None
+    data = read_yaml(path, LeaderboardFileError, missing="no such file (packaged specs: `mbench table --list`)")
     spec = parse_leaderboard(data, str(path))
     check_tasks(spec, str(path), tasks_dirs)
     if any(column.mteb_results is not None for column in spec.references):
@@ -284,7 +287,10 @@ def check_tasks(spec: Leaderboard, source: str, tasks_dirs: Iterable[str | Path]
         if row.task in index.tasks:
             members = [row.task]
         elif row.task in index.groups:
-            members = index.expand([row.task])
+            # A group row averages its scored members only (TaskIndex.scored_members).
+            members = index.scored_tasks([row.task])
+            if not members:
+                raise LeaderboardFileError(f"{source}: rows.{position}.task: group {row.task!r} has no scored task")
         else:
             try:
                 index.source(row.task)  # raises with close matches
@@ -310,7 +316,7 @@ def check_tasks(spec: Leaderboard, source: str, tasks_dirs: Iterable[str | Path]
 
 def packaged_leaderboards_dir() -> Path | None:
     """The shipped leaderboard YAMLs: inside the wheel, or the repository's `leaderboards/` from source."""
-    package_dir = Path(__file__).resolve().parent
+    package_dir = Path(__file__).resolve().parent.parent
     installed = package_dir / "_packaged" / "leaderboards"
     if installed.is_dir():
         return installed

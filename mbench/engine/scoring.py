@@ -1,6 +1,7 @@
-"""Scoring a run read from disk against qrels, with trec_eval's choice of queries.
+"""Scoring rankings: a task's ranking against its loaded judgments (``task_metrics``, what `mbench run`
+and the reranker record), and a run read from disk against qrels (``score_run``, `mbench score`).
 
-Run and qrels docids are mapped into one candidate-index vocabulary, the queries to average
+For a run file, run and qrels docids are mapped into one candidate-index vocabulary, the queries to average
 over are chosen, and ``mbench.metrics.evaluate`` does the rest. As in trec_eval, a query
 judged in the qrels but without any relevant document is averaged in with 0 everywhere, and a
 run query absent from the qrels is ignored.
@@ -10,13 +11,33 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mbench.errors import MbenchError
-from mbench.metrics import Metric, Relevance, evaluate, parse_metric
-from mbench.qrels import Qrels
-from mbench.runfiles import Run
+from mbench.formats.qrels import Qrels
+from mbench.formats.runs import Run
+from mbench.metrics import METRICS, Metric, Relevance, evaluate, order_free_mean, parse_metric
+
+if TYPE_CHECKING:
+    from mbench.data.types import TaskData
+    from mbench.tasks.spec import TaskSpec
+
+
+def task_metrics(spec: TaskSpec, data: TaskData, ranking: np.ndarray) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """The task's metrics of ``ranking`` (means, per-query values); empty for tasks without qrels."""
+    if not spec.scored or data.relevance is None:
+        return {}, {}
+    results = evaluate(
+        ranking,
+        data.relevance,
+        spec.metrics,
+        cand_modality=np.asarray(data.pool.modalities),
+        expected_modality=spec.cand_modality,
+        targets=data.targets,
+    )
+    return results.mean(), results.per_query
 
 
 @dataclass(frozen=True)
@@ -30,22 +51,27 @@ class RunScores:
 
     def mean(self) -> dict[str, float]:
         """The mean of every metric over the scored queries."""
-        return {name: float(values.mean()) if values.size else 0.0 for name, values in self.per_query.items()}
+        # The same mean as a run's result.json, whatever order the run file lists the queries in.
+        return {name: order_free_mean(values) for name, values in self.per_query.items()}
 
 
-def score_run(run: Run, qrels: Qrels, metrics: Sequence[str | Metric], *, complete: bool = False) -> RunScores:
+def score_run(
+    run: Run, qrels: Qrels, metrics: Sequence[str | Metric], *, complete: bool = False, relevance_level: int = 1
+) -> RunScores:
     """Score ``run`` against ``qrels``.
 
     By default the queries present in both are scored (trec_eval); with ``complete`` every
     qrels query is, those missing from the run with an empty ranking (``trec_eval -c``).
+    ``relevance_level``: the least grade the binary metrics count as relevant (``trec_eval -l``).
     """
     import pandas as pd
 
     parsed = [m if isinstance(m, Metric) else parse_metric(m) for m in metrics]
     for metric in parsed:
-        if metric.family == "modality_acc":
+        needs = METRICS[metric.family].needs
+        if "modalities" in needs:
             raise MbenchError(f"{metric.name} needs candidate modalities, which a run file does not carry")
-        if metric.family == "circo_recall" and qrels.targets is None:
+        if "targets" in needs and qrels.targets is None:
             raise MbenchError(f"{metric.name} needs per-query targets: give CIRCO annotations as QRELS (got {qrels.format} qrels)")
 
     in_qrels = _positions(run.qids, qrels.query_ids) >= 0
@@ -77,7 +103,7 @@ def score_run(run: Run, qrels: Qrels, metrics: Sequence[str | Metric], *, comple
         target_of = dict(zip(qrels.targets, target_cand.tolist()))
         targets = np.array([target_of.get(qid, -1) for qid in qids], dtype=np.int64)
 
-    results = evaluate(ranking, relevance, parsed, targets=targets)
+    results = evaluate(ranking, relevance, parsed, targets=targets, relevance_level=relevance_level)
     return RunScores(
         qids=qids,
         per_query=results.per_query,

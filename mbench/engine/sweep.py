@@ -13,7 +13,7 @@ A sweep file (validated strictly: an unknown key is an error naming the file and
     instruction_policies: [first, seeded, none]   # default [first]
     seeds: [0, 1, 2]                      # only the `seeded` policy is expanded over seeds
     # shared `mbench run` options (all optional): data_dir, results_dir, cache_dir, tasks_dirs, device,
-    # batch_size, num_workers, depth, search_backend, shard_size, reranker, reranker_args,
+    # batch_size, num_workers, depth, search_backend, store_dtype, shard_size, reranker, reranker_args,
     # rerank_top_k, rerank_batch_size, progress
 
 Grid order (deterministic, file order within each axis): models x checkpoints x tasks x pools x
@@ -46,7 +46,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -58,8 +57,6 @@ from pydantic import (
 
 from mbench.engine.instructions import INSTRUCTION_POLICIES
 from mbench.errors import MbenchError
-
-_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 ScalarArg = str | int | float | bool
 
@@ -117,6 +114,7 @@ class SweepSpec(_Strict):
     num_workers: int | None = Field(default=None, ge=0)
     depth: int | None = Field(default=None, ge=1)
     search_backend: Literal["torch", "faiss"] | None = None
+    store_dtype: Literal["native", "fp16"] | None = None
     shard_size: int | None = Field(default=None, ge=1)
     reranker: str | None = None
     reranker_args: dict[str, ScalarArg] = Field(default_factory=dict)
@@ -201,7 +199,8 @@ class GridPoint:
         options: list[tuple[str, Any]] = [
             ("--data-dir", sweep.data_dir), ("--results-dir", sweep.results_dir), ("--cache-dir", sweep.cache_dir),
             ("--device", sweep.device), ("--batch-size", sweep.batch_size), ("--num-workers", sweep.num_workers),
-            ("--depth", sweep.depth), ("--search-backend", sweep.search_backend), ("--shard-size", sweep.shard_size),
+            ("--depth", sweep.depth), ("--search-backend", sweep.search_backend), ("--store-dtype", sweep.store_dtype),
+            ("--shard-size", sweep.shard_size),
             ("--reranker", sweep.reranker), ("--rerank-top-k", sweep.rerank_top_k),
             ("--rerank-batch-size", sweep.rerank_batch_size),
         ]
@@ -242,19 +241,10 @@ def _format_errors(path: Path, err: ValidationError) -> str:
 
 def load_sweep(path: str | os.PathLike) -> SweepSpec:
     """Read and validate a sweep YAML (safe_load); errors name the file and the key."""
+    from mbench.tasks.loader import read_yaml
+
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SweepFileError(f"{path}: no such file") from None
-    except OSError as err:
-        raise SweepFileError(f"{path}: cannot read: {err}") from None
-    try:
-        data = yaml.load(text, Loader=_SafeLoader)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        raise SweepFileError(f"{where}: malformed YAML: {getattr(err, 'problem', None) or err}") from None
+    data = read_yaml(path, SweepFileError)
     if not isinstance(data, dict):
         raise SweepFileError(f"{path}: expected a mapping of keys (models, tasks, ...) at the top level")
     try:

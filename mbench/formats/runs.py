@@ -1,4 +1,4 @@
-"""Retrieval runs on disk: TREC run files and CIRCO submissions in, TREC run files out.
+"""TREC run files (``qid Q0 docid rank score tag``): the one reader and the one writer.
 
 A run read from disk becomes a ``Run``: one row per query with the ranked candidate indices
 into the run's docid vocabulary (``-1`` pads shorter rankings), the form
@@ -10,17 +10,15 @@ scores by docid descending in string (byte) order.
 from __future__ import annotations
 
 import gzip
-import json
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from mbench.columnfile import Column, bad_row, lines_of_rows, read_bytes, read_columns, read_head
 from mbench.errors import MbenchError
+from mbench.formats.atomic import atomic_writer
+from mbench.formats.columns import Column, bad_row, lines_of_rows, read_columns, read_head
 
 DEDUPE_POLICIES = ("error", "first")
 TREC_RUN = "TREC run (qid Q0 docid rank score tag)"
@@ -67,11 +65,14 @@ def detect_run_format(path: str | Path) -> str:
 def read_run(path: str | Path, *, dedupe: str = "error", depth: int | None = None) -> Run:
     """Read a TREC run file or a CIRCO submission JSON, telling them apart by content."""
     if detect_run_format(path) == "circo":
+        from mbench.formats.submission import read_circo_submission
+
         return read_circo_submission(path, dedupe=dedupe, depth=depth)
     return read_trec_run(path, dedupe=dedupe, depth=depth)
 
 
-def _check_options(dedupe: str, depth: int | None) -> None:
+def check_read_options(dedupe: str, depth: int | None) -> None:
+    """Refuse an unknown dedupe policy or a negative depth (a programming error, not bad input)."""
     if dedupe not in DEDUPE_POLICIES:
         raise ValueError(f"dedupe must be one of {DEDUPE_POLICIES}, got {dedupe!r}")
     if depth is not None and depth < 0:
@@ -100,7 +101,7 @@ def read_trec_run(path: str | Path, *, dedupe: str = "error", depth: int | None 
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    _check_options(dedupe, depth)
+    check_read_options(dedupe, depth)
     table = read_columns(path, _TREC_RUN_COLUMNS, what=TREC_RUN)
     scores = table["score"].to_numpy()
     nan_rows = np.flatnonzero(np.isnan(scores))
@@ -171,47 +172,6 @@ def _rows_to_matrix(
     return ranking, ranked_scores
 
 
-def read_circo_submission(path: str | Path, *, dedupe: str = "error", depth: int | None = None) -> Run:
-    """Read a CIRCO submission (JSON object: query id -> image ids, best first); ranks come from list order.
-
-    Scores are synthetic (list length down to 1) so that the TREC order equals the list order.
-    """
-    _check_options(dedupe, depth)
-    try:
-        data = json.loads(read_bytes(path))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise MbenchError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(data, dict):
-        raise MbenchError(f"{path}: a CIRCO submission is a JSON object {{query_id: [image ids]}}, got {type(data).__name__}")
-    qids = np.array(sorted(data), dtype=object)
-    vocabulary: dict[str, int] = {}
-    rows: list[list[int]] = []
-    for qid in qids:
-        ranked = data[qid]
-        if not isinstance(ranked, list) or not all(isinstance(x, (int, str)) and not isinstance(x, bool) for x in ranked):
-            raise MbenchError(f"{path}: query {qid!r}: expected a list of image ids (integers or strings)")
-        seen: dict[str, int] = {}
-        row = []
-        for position, image in enumerate(map(str, ranked), start=1):
-            if image in seen:
-                if dedupe == "first":
-                    continue
-                raise MbenchError(
-                    f"{path}: query {qid!r}: image id {image} is listed twice (positions {seen[image]} and {position}); "
-                    "pass --dedupe first to keep the first occurrence"
-                )
-            seen[image] = position
-            row.append(vocabulary.setdefault(image, len(vocabulary)))
-        rows.append(row[:depth] if depth is not None else row)
-    width = max((len(r) for r in rows), default=0)
-    ranking = np.full((len(rows), width), -1, dtype=np.int64)
-    scores = np.full((len(rows), width), np.nan, dtype=np.float64)
-    for i, row in enumerate(rows):
-        ranking[i, : len(row)] = row
-        scores[i, : len(row)] = np.arange(len(row), 0, -1, dtype=np.float64)
-    return Run(qids, ranking, scores, np.array(list(vocabulary), dtype=object), None)
-
-
 def write_trec_run(
     path: str | Path,
     qids: Sequence[str] | np.ndarray,
@@ -254,21 +214,14 @@ def write_trec_run(
             "tag": pa.array(np.full(int(present.sum()), tag, dtype=object), type=pa.string()),
         }
     )
-    path = Path(path)
     options = pa_csv.WriteOptions(include_header=False, delimiter=" ", quoting_style="none")
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as raw:
-            if path.name.endswith(".gz"):
-                # mtime=0 keeps the bytes reproducible for a given run.
-                with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as stream:
-                    pa_csv.write_csv(table, stream, options)
-            else:
-                pa_csv.write_csv(table, raw, options)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    with atomic_writer(path) as raw:
+        if Path(path).name.endswith(".gz"):
+            # mtime=0 and no file name in the header keep the bytes reproducible for a given run.
+            with gzip.GzipFile(filename="", fileobj=raw, mode="wb", compresslevel=6, mtime=0) as stream:
+                pa_csv.write_csv(table, stream, options)
+        else:
+            pa_csv.write_csv(table, raw, options)
 
 
 def _checked_ids(label: str, ids: np.ndarray):
@@ -287,28 +240,3 @@ def _checked_ids(label: str, ids: np.ndarray):
         bad = ids[int(np.argmax(invalid.to_numpy(zero_copy_only=False)))]
         raise MbenchError(f"cannot write {label} {bad!r} to a TREC run: {rule}")
     return array
-
-
-CIRCO_SUBMISSION_DEPTH = 50
-
-
-def write_circo_submission(path: str | Path, qids: Sequence[str], ranked_ids: Sequence[Sequence[str]]) -> None:
-    """CIRCO's submission JSON: exactly these query ids -> their top-50 image ids (ints), no duplicates; atomic."""
-    from mbench.results import atomic_write_bytes
-
-    if len(set(qids)) != len(qids):
-        raise MbenchError("CIRCO submission: repeated query ids")
-    if len(ranked_ids) != len(qids):
-        raise ValueError("write_circo_submission needs one ranking per query id")
-    out: dict[str, list[int | str]] = {}
-    for qid, ids in zip(qids, ranked_ids):
-        top = list(ids)[:CIRCO_SUBMISSION_DEPTH]
-        if len(top) < CIRCO_SUBMISSION_DEPTH:
-            raise MbenchError(
-                f"CIRCO submission: query {qid} has {len(top)} ranked images; the server needs {CIRCO_SUBMISSION_DEPTH}"
-            )
-        if len(set(top)) != len(top):
-            raise MbenchError(f"CIRCO submission: query {qid} lists an image twice in its top {CIRCO_SUBMISSION_DEPTH}")
-        # CIRCO's server and its example submissions use integer COCO image ids.
-        out[str(qid)] = [int(i) if str(i).isdigit() else str(i) for i in top]
-    atomic_write_bytes(Path(path), (json.dumps(out) + "\n").encode("utf-8"))

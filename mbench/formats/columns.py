@@ -1,4 +1,5 @@
-"""Fast reading of whitespace- or tab-separated column files (TREC runs, qrels) with file:line errors.
+"""Reading input files with errors that name them: raw bytes (gzip or not), JSON, and fast parsing of
+whitespace- or tab-separated column files (TREC runs, qrels) with file:line errors.
 
 Files are parsed in one pass by pyarrow's multithreaded CSV reader, never a Python loop per
 line. Only when that parse fails, or a reader finds a bad row afterwards, is the file scanned
@@ -8,6 +9,7 @@ line by line, to name the offending line as ``file:line: text``.
 from __future__ import annotations
 
 import gzip
+import json
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -55,6 +57,14 @@ def read_bytes(path: str | Path) -> bytes:
         except (OSError, EOFError) as err:
             raise MbenchError(f"{path}: corrupt gzip file ({err})") from None
     return raw
+
+
+def read_json(path: str | Path) -> object:
+    """The JSON value in ``path`` (gzip or not); invalid JSON is an error naming the file."""
+    try:
+        return json.loads(read_bytes(path))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise MbenchError(f"{path}: not valid JSON ({err})") from None
 
 
 def read_head(path: str | Path, size: int = 4096) -> bytes:
