@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plot": ("mbench.commands.plot", "PNG figures of a leaderboard or --tasks/--models: grouped bars with published markers, modality accuracy"),
     "report": ("mbench.commands.report", "one self-contained HTML page comparing results: sortable table, plots, worst queries, provenance"),
     "cache": ("mbench.commands.cache", "inspect, verify and clean the embedding cache (ls | verify | gc)"),
+    "export": ("mbench.commands.export", "write results in another tool's format: mteb's result files (--format mteb)"),
     "sweep": ("mbench.commands.sweep", "expand a sweep YAML (models x checkpoints x tasks x pools x policies) into runs: local, Slurm or --dry-run"),
 }
 

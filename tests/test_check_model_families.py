@@ -14,6 +14,7 @@ from test_plugin_mm_embed import _write_remote_code_model
 from test_reranker_cross_encoder import build_tiny_cross_encoder
 
 from mbench.cli import main
+from mbench.models.builtin.sentence_transformers import packaged_minilm_dir
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +41,7 @@ FAMILIES = {
     "mm-embed": ("mm-embed", lambda w: [f"name={w['mm_embed']}"]),
     "llava-next-tf": ("llava-next-tf", lambda w: [f"name={w['llava_mistral']}"]),
     "cross-encoder": ("cross-encoder", lambda w: [f"name={w['cross_encoder']}"]),
+    "mteb": ("mteb", lambda w: ["name=sentence-transformers/all-MiniLM-L6-v2", f"path={packaged_minilm_dir()}"]),
 }
 
 

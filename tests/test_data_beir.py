@@ -98,3 +98,49 @@ def test_no_data_root_says_how_to_set_one(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.delenv("MBENCH_DATA", raising=False)
     with pytest.raises(MbenchError, match=r"no data root is set \(pass --data-dir ROOT or set MBENCH_DATA\)"):
         load_task(_spec("test.toy", "toy"), data_dir=None)
+
+
+_HF_LAYOUT_CARD = """---
+configs:
+- config_name: corpus
+  data_files:
+  - split: corpus
+    path: corpus/corpus-00000-of-00001.parquet
+- config_name: queries
+  data_files:
+  - split: queries
+    path: queries/queries-00000-of-00001.parquet
+- config_name: default
+  data_files:
+  - split: test
+    path: data/test-00000-of-00001.parquet
+---
+"""
+
+
+def test_hf_dataset_tasks_load_through_datasets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An `hf_dataset` task is read by `datasets.load_dataset`: here from a local copy in the layout of the
+    mteb/<name> hub datasets (parquet files per config, written with `datasets`), so no hub is involved."""
+    datasets = pytest.importorskip("datasets", reason="hf_dataset tasks load through datasets (pip install 'mbench[hub]')")
+    repo = tmp_path / "mteb-toy"
+    tables = {
+        "corpus/corpus": {"_id": ["d1", "d2", "d3"], "title": ["Mill", "", "Bridge"],
+                          "text": ["The mill burned in 1891.", "A quiet town.", "The bridge spans the Senn."]},
+        "queries/queries": {"_id": ["q1", "q2", "q3"], "text": ["When did the mill burn?", "What spans the Senn?", "unjudged"]},
+        "data/test": {"query-id": ["q1", "q2", "q2"], "corpus-id": ["d1", "d3", "d2"], "score": [1, 2, 0]},
+    }
+    for stem, columns in tables.items():
+        (repo / stem).parent.mkdir(parents=True, exist_ok=True)
+        datasets.Dataset.from_dict(columns).to_parquet(str(repo / f"{stem}-00000-of-00001.parquet"))
+    (repo / "README.md").write_text(_HF_LAYOUT_CARD)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets-cache")
+
+    spec = _spec("test.hub", "not-on-disk", hf_dataset=str(repo), revision="main")
+    data = load_task(spec, data_dir=tmp_path / "empty-root")
+    assert data.source == f"hf://{repo}@main"
+    assert data.pool.ids == ["d1", "d2", "d3"]
+    assert data.pool.texts == ["Mill The mill burned in 1891.", "A quiet town.", "Bridge The bridge spans the Senn."]
+    assert data.queries.ids == ["q1", "q2"]  # q3 has no judgment
+    assert data.relevance.grades.tolist() == [1, 0, 2]  # q2's judgments sorted by pool index: d2 (0), d3 (2)

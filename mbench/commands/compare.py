@@ -38,15 +38,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _side(path: Path, label: str) -> list:
-    from mbench.reporting.result_index import load_found, scan_results
-    from mbench.results import result_exists
+    from mbench.reporting.result_index import results_at
 
     if not path.exists():
         raise MbenchError(f"{label}: {path} does not exist")
-    if result_exists(path):
-        # A result folder means exactly that result, not the rerank results nested below it.
-        return [load_found(path)]
-    found = scan_results(path)
+    found = results_at(path)
     if not found:
         raise MbenchError(f"{label}: no result.json under {path}")
     return found

@@ -3,7 +3,9 @@
 Three sources, tried in this order: the built-ins below (``"module:factory"`` strings, imported
 only when built, so listing models never imports torch), aliases of built-ins with fixed
 arguments, third-party plugins exposed through the entry-point group ``mbench.models`` (entry
-point name -> factory), and an ad-hoc ``package.module:factory`` given as the model name.
+point name -> factory), and an ad-hoc ``package.module:factory`` given as the model name. A
+family that names its models in another registry is also reachable as ``<family>:<name>``
+(``mteb:sentence-transformers/all-MiniLM-L6-v2``): the part after the colon fills one argument.
 
 A factory is a class or function whose keyword parameters are the model's ``--model-arg``s;
 ``device`` and ``dtype`` are reserved for the engine. CLI values arrive as strings and are
@@ -82,7 +84,15 @@ BUILTINS: dict[str, Builtin] = {
         "mbench.models.builtin.cross_encoder:CrossEncoderReranker",
         "reranker: sentence-transformers CrossEncoder on text pairs (--reranker-arg name=<hub id or dir>)",
     ),
+    "mteb": Builtin(
+        "mbench.models.builtin.mteb_encoder:MtebRetriever",
+        "any dense mteb model through mteb's loader and encoder (--model-arg name=<mteb model name>, path=<local dir>;"
+        " or --model mteb:<name>)",
+    ),
 }
+
+# `<family>:<value>` names a model of a family by the value of one of its arguments.
+NAMED_FAMILIES: dict[str, str] = {"mteb": "name"}
 
 ALIASES: dict[str, Alias] = {
     "sentence-transformers": Alias("st", {}, "same as st"),
@@ -135,6 +145,16 @@ def _import_target(target: str, what: str) -> Callable[..., Any]:
     return obj
 
 
+def _named_family(name: str) -> tuple[str, dict[str, str]] | None:
+    """``mteb:<value>`` -> (``mteb``, {``name``: value}); None for any other name."""
+    family, sep, value = name.partition(":")
+    if not sep or family not in NAMED_FAMILIES:
+        return None
+    if not value:
+        raise MbenchError(f"model {name!r}: give the {NAMED_FAMILIES[family]} after the colon, e.g. {family}:<name>")
+    return family, {NAMED_FAMILIES[family]: value}
+
+
 def resolve_factory(name: str) -> tuple[Callable[..., Any], dict[str, str]]:
     """The factory behind ``name`` and the arguments an alias fixes; unknown names list the known ones."""
     if name in BUILTINS:
@@ -143,6 +163,10 @@ def resolve_factory(name: str) -> tuple[Callable[..., Any], dict[str, str]]:
         alias = ALIASES[name]
         factory, fixed = resolve_factory(alias.model)
         return factory, {**fixed, **alias.args}
+    named = _named_family(name)
+    if named is not None:
+        factory, fixed = resolve_factory(named[0])
+        return factory, {**fixed, **named[1]}
     entry_points = _entry_point_map()
     if name in entry_points:
         try:
@@ -164,10 +188,21 @@ def resolve_factory(name: str) -> tuple[Callable[..., Any], dict[str, str]]:
 
 
 def _alias_args(name: str) -> dict[str, str]:
+    named = _named_family(name) if name not in ALIASES else None
+    if named is not None:
+        return {**_alias_args(named[0]), **named[1]}
     if name not in ALIASES:
         return {}
     alias = ALIASES[name]
     return {**_alias_args(alias.model), **alias.args}
+
+
+def _family_of(name: str) -> str:
+    """The model to name for setting an alias's fixed arguments yourself (``minilm`` -> ``st``, ``mteb:x`` -> ``mteb``)."""
+    if name in ALIASES:
+        return ALIASES[name].model
+    named = _named_family(name)
+    return named[0] if named is not None else name
 
 
 REMOTE_CODE_ARG = "trust_remote_code"
@@ -262,7 +297,7 @@ def build_model(
     if clash:
         raise MbenchError(
             f"model {name!r} fixes {', '.join(f'{k}={fixed[k]!r}' for k in clash)}; "
-            f"use --model {ALIASES[name].model if name in ALIASES else name} to set {', '.join(clash)} yourself"
+            f"use --model {_family_of(name)} to set {', '.join(clash)} yourself"
         )
     for key in ENGINE_ARGS:
         if key in given:

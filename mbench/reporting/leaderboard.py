@@ -143,15 +143,33 @@ class RunColumn(ResultFilter):
 
 
 class ReferenceColumn(_Strict):
-    """Published numbers, transcribed with their source, keyed by row or average id."""
+    """Published numbers keyed by row or average id: transcribed with their source, or read from mteb result files."""
 
     name: str = Field(pattern=_ID_PATTERN)
     display: str | None = None
-    source: Source
+    source: Source | None = Field(default=None, description="where the numbers were published (required for `values`)")
     values_scale: float = Field(
         default=100.0, gt=0, description="the factor the values were printed with: 100 for 41.0 = 0.410, 1 for fractions"
     )
     values: dict[str, float] = Field(default_factory=dict)
+    mteb_results: str | None = Field(
+        default=None,
+        description="a folder of mteb result files (relative to the working directory): the values are read from it "
+        "through mteb's loader, one per row whose task mteb knows",
+    )
+    mteb_model: str | None = Field(default=None, description="the model of the mteb folder (needed when it holds several)")
+    mteb_revision: str | None = Field(default=None, description="the revision (needed when the folder holds several)")
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> ReferenceColumn:
+        if self.mteb_results is None:
+            if self.source is None:
+                raise ValueError("a reference column needs `source` (where its `values` were published) or `mteb_results`")
+            if self.mteb_model is not None or self.mteb_revision is not None:
+                raise ValueError("mteb_model and mteb_revision select from `mteb_results`, which is not given")
+        elif self.values or "values_scale" in self.model_fields_set:
+            raise ValueError("a column read from `mteb_results` takes no `values` or `values_scale` (mteb files hold fractions)")
+        return self
 
     @property
     def label(self) -> str:
@@ -258,6 +276,10 @@ def load_leaderboard(path: str | Path, tasks_dirs: Iterable[str | Path] = ()) ->
     data = read_yaml(path, LeaderboardFileError, missing="no such file (packaged specs: `mbench table --list`)")
     spec = parse_leaderboard(data, str(path))
     check_tasks(spec, str(path), tasks_dirs)
+    if any(column.mteb_results is not None for column in spec.references):
+        from mbench.interop.mteb_results import fill_mteb_references
+
+        spec = fill_mteb_references(spec, str(path), tasks_dirs)
     return spec
 
 

@@ -72,6 +72,13 @@ def scan_results(root: Path) -> list[FoundResult]:
     return [load_found(path.parent) for path in sorted(root.rglob(RESULT_FILE))]
 
 
+def results_at(path: Path) -> list[FoundResult]:
+    """The result of a result folder (not the rerank results nested below it), or every result under a folder."""
+    if (Path(path) / RESULT_FILE).is_file():
+        return [load_found(path)]
+    return scan_results(path)
+
+
 def model_dir_name(found: FoundResult, root: Path) -> str | None:
     """The first path component under `root` (the model's folder name), or None outside `root`."""
     try:

@@ -8,11 +8,11 @@ from mbench.errors import MbenchError
 from mbench.models.base import directory_digest
 
 
-def resolve_model_dir(name: str, revision: str | None, *, plugin: str) -> tuple[Path, str]:
+def resolve_model_dir(name: str, revision: str | None, *, plugin: str, local_arg: str = "name") -> tuple[Path, str]:
     """A local directory holding ``name`` and its revision: a local dir's content digest or the cached hub commit.
 
     Never downloads: a hub id that is not in the local Hugging Face cache is an error that says
-    how to fetch it or point at a local copy.
+    how to fetch it or point at a local copy (with ``--model-arg <local_arg>=``).
     """
     local = Path(name).expanduser()
     if local.is_dir():
@@ -31,7 +31,7 @@ def resolve_model_dir(name: str, revision: str | None, *, plugin: str) -> tuple[
         raise MbenchError(
             f"{plugin}: model {name!r}{at} is not in the local Hugging Face cache and mbench never downloads: "
             f"fetch it with `hf download {name}{f' --revision {revision}' if revision else ''}`, "
-            "or pass --model-arg name=/path/to/a/local/copy"
+            f"or pass --model-arg {local_arg}=/path/to/a/local/copy"
         ) from err
     # A snapshot directory is named after the commit it holds.
     return path, path.name
