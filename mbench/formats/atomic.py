@@ -107,15 +107,19 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 def atomic_write_with(path: str | Path, write: Callable[[Path], None]) -> None:
     """Let ``write`` create a temp file beside ``path`` (a library that writes to a path), then rename it into place."""
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(final)
     try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        faults.before_write(final)
         write(tmp)
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
+        faults.before_rename(final)
         os.replace(tmp, final)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(err, OSError):
+            raise write_failed(final, err) from err
         raise
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)
