@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fake_results import fingerprint_of, write_result
+from fake_results import fingerprint_of, rewrite_record, write_result
 
 from mbench.cli import main
 from mbench.errors import MbenchError
@@ -110,7 +110,7 @@ def test_reranks_and_other_pools_are_skipped_with_the_reason(tmp_path: Path, cap
     _minilm_result(root, rerank={"reranker": {"name": "cross-encoder"}, "top_k": 10})
     _minilm_result(root, directory=root / "global-pool")
     record = json.loads((root / "global-pool" / "result.json").read_text())
-    (root / "global-pool" / "result.json").write_text(json.dumps({**record, "pool": "global"}))
+    rewrite_record(root / "global-pool" / "result.json", {**record, "pool": "global"})
     assert _export(str(root), "--out", str(tmp_path / "out")) == 1
     err = capsys.readouterr().err
     assert "a rerank result (mteb result files describe one model's retrieval)" in err

@@ -94,6 +94,8 @@ def _why_not_exported(record: ResultRecord) -> str | None:
         return "a rerank result (mteb result files describe one model's retrieval)"
     if record.partial:
         return f"a partial result ({record.limit_variant}: mbench run --limit scores a sample of the queries)"
+    if record.skipped_items:
+        return "items were left out by --skip-bad-items (mteb's scores cover the whole task)"
     if record.pool != "local":
         return f"pool {record.pool!r} (an mteb task searches its own corpus, mbench's local pool)"
     if record.model.get("uses_instructions") and (record.instruction_policy or "first") != "first":
