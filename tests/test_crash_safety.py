@@ -160,6 +160,18 @@ def test_a_damaged_manifest_is_rebuilt_by_the_next_user_keeping_the_good_shards(
     assert main(["cache", "verify", "--cache-dir", str(tmp_path)]) == 0
 
 
+def test_a_rebuilt_manifest_takes_its_dim_and_dtype_from_the_good_shards_it_keeps(tmp_path):
+    # The campaign found a run over a rebuilt manifest recording `candidate_dtype: None` in
+    # result.json: no shard was rewritten, so nothing filled in the new manifest's layout.
+    store, key = _store_with_entry(tmp_path)
+    manifest = store.root / key / "manifest.json"
+    manifest.write_bytes(manifest.read_bytes()[:40])
+    entry = store.reuse_or_create(key, 4, shard_size=2, meta={"model": "m", "role": "query"})
+    assert entry.missing_shards() == []
+    assert (entry.dim, entry.dtype) == (3, "float32")
+    assert (store.open(key).dim, store.open(key).dtype) == (3, "float32")
+
+
 def test_cache_gc_leaves_an_entry_a_running_process_uses(tmp_path, capsys):
     store, key = _store_with_entry(tmp_path)
     incomplete = store.entry("cd" * 32, 4, shard_size=2)

@@ -481,6 +481,10 @@ class StoreEntry:
                     self._verified.pop(index, None)
                     return ShardCheck(index, "corrupt", f"{name} fails its sha256 checksum"), None
                 self._verified[index] = signature
+            if dim is None or dtype is None:
+                # A manifest written anew (a damaged one was quarantined) learns its layout from the
+                # first good shard it keeps, as it would from the first shard written.
+                self._set_layout(expected_dim, stored, index)
             keep = keep_open
             return ShardCheck(index, "ok"), (fh if keep_open else None)
         finally:
