@@ -107,7 +107,8 @@ def test_tasks_mteb_does_not_know_are_skipped_with_a_line(tmp_path: Path, capsys
 
 def test_reranks_and_other_pools_are_skipped_with_the_reason(tmp_path: Path, capsys) -> None:
     root = tmp_path / "results"
-    _minilm_result(root, rerank={"reranker": {"name": "cross-encoder"}, "top_k": 10})
+    _minilm_result(root, rerank={"reranker": {"name": "cross-encoder"}, "top_k": 10,
+                                  "first_stage": {"path": "first-stage", "result_sha256": "0" * 64}})
     _minilm_result(root, directory=root / "global-pool")
     record = json.loads((root / "global-pool" / "result.json").read_text())
     rewrite_record(root / "global-pool" / "result.json", {**record, "pool": "global"})
@@ -115,6 +116,23 @@ def test_reranks_and_other_pools_are_skipped_with_the_reason(tmp_path: Path, cap
     err = capsys.readouterr().err
     assert "a rerank result (mteb result files describe one model's retrieval)" in err
     assert "pool 'global' (an mteb task searches its own corpus" in err
+
+
+def test_partial_and_skipped_item_results_are_not_exported(tmp_path: Path, capsys) -> None:
+    root = tmp_path / "results"
+    _minilm_result(root, directory=root / "limit")
+    record = json.loads((root / "limit" / "result.json").read_text())
+    rewrite_record(root / "limit" / "result.json",
+                   {**record, "partial": True, "limit": {"queries": 5, "seed": 0, "variant": "limit-5"}})
+    _minilm_result(root, directory=root / "skipped")
+    record = json.loads((root / "skipped" / "result.json").read_text())
+    rewrite_record(root / "skipped" / "result.json",
+                   {**record, "skipped_items": {"candidate": [{"id": "d1", "reason": "truncated image"}]}})
+    assert _export(str(root), "--out", str(tmp_path / "out")) == 1
+    err = capsys.readouterr().err
+    assert "a partial result (limit-5: mbench run --limit scores a sample of the queries)" in err
+    assert "items were left out by --skip-bad-items" in err
+    assert not (tmp_path / "out").exists()
 
 
 def test_two_results_for_one_mteb_file_are_an_error(tmp_path: Path, capsys) -> None:

@@ -191,6 +191,16 @@ def test_unknown_name_error_suggests_a_close_match(tmp_path: Path) -> None:
         build_index([tmp_path]).expand(["toyz"])
 
 
+def test_unknown_name_error_names_the_file_of_the_closest_task(tmp_path: Path) -> None:
+    # A typo in a task's own `name:` leaves the intended name unknown: the error points at that YAML.
+    _toy_tree(tmp_path)
+    write(tmp_path, "d.yaml", "include: _base.yaml\nname: toy.dd\n")
+    write(tmp_path, "toys.yaml", "group: toys\ntasks: [toy.ab, toy.c, toy.dd]\n")
+    with pytest.raises(MbenchError) as err:
+        build_index([tmp_path]).expand(["toy.d"])
+    assert f"unknown task or group 'toy.d' (did you mean toy.dd (defined in {tmp_path / 'd.yaml'})" in str(err.value)
+
+
 def test_group_cycle_is_an_error(tmp_path: Path) -> None:
     _toy_tree(tmp_path)
     write(tmp_path, "loop1.yaml", "group: loop1\ntasks: [toy.a, loop2]\n")

@@ -94,9 +94,14 @@ def _yaml_files(directory: Path) -> list[Path]:
     return sorted(p for pattern in ("*.yaml", "*.yml") for p in directory.rglob(pattern) if p.is_file())
 
 
-def _suggest(name: str, known: Iterable[str]) -> str:
+def _suggest(name: str, known: Iterable[str] | Mapping[str, LoadedFile]) -> str:
+    """`` (did you mean a, b?)`` for close names; the closest one's file too when ``known`` maps names to files
+    (a name one typo away from a task may be a typo in that task's own YAML)."""
     close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.6)
-    return f" (did you mean {', '.join(close)}?)" if close else ""
+    if not close:
+        return ""
+    where = f" (defined in {known[close[0]].path})" if isinstance(known, Mapping) else ""
+    return f" (did you mean {close[0]}{where}{''.join(', ' + c for c in close[1:])}?)"
 
 
 @dataclass(frozen=True)
@@ -181,8 +186,8 @@ class TaskIndex:
                 )
         return list(out)
 
-    def _names(self) -> list[str]:
-        return [*self.tasks, *self.groups]
+    def _names(self) -> dict[str, LoadedFile]:
+        return {**self.tasks, **self.groups}
 
     def check_references(self) -> None:
         """Every group member and every `union_of` pool names something that exists (errors name file and key)."""
