@@ -27,6 +27,15 @@ INSTRUCT_TEMPLATE = "Instruct: {instruction}\nQuery: "
 TEXTS = ["Where is the old mill of Brackwater?", "Brackwater lies on the river Senn; its mill burned in 1891."]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory):
+    """The registry snapshots of this module's models (some registered only for a test) stay in a private cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        cache = tmp_path_factory.mktemp("mbench-cache")
+        patch.setenv("MBENCH_CACHE", str(cache))
+        yield cache
+
+
 @pytest.fixture(scope="module")
 def minilm_dir() -> Path:
     path = packaged_minilm_dir()
@@ -88,6 +97,42 @@ def test_weights_load_once_and_only_when_something_is_encoded(minilm_dir: Path, 
     for _ in range(2):
         model.encode(_text_items(TEXTS[:1]), role="query", instructions=[None], prompts=[None])
     assert len(loads) == 1
+
+
+def test_registry_facts_are_kept_so_a_cached_run_never_imports_mteb(minilm_dir: Path, tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    build = (
+        "import json, sys\n"
+        "from mbench.models.registry import build_model\n"
+        f"model = build_model('mteb', {{'name': {MINILM!r}, 'path': {str(minilm_dir)!r}}})\n"
+        "print(json.dumps({'meta': model.meta.to_dict(), 'mteb_imported': 'mteb' in sys.modules}))\n"
+    )
+    env = {**os.environ, "MBENCH_CACHE": str(tmp_path)}
+
+    def built() -> dict:
+        done = subprocess.run([sys.executable, "-c", build], env=env, capture_output=True, text=True, check=True)
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    first, second = built(), built()
+    assert first["mteb_imported"] is True  # the first build reads mteb's registry
+    assert second["mteb_imported"] is False  # the second reads the snapshot
+    assert second["meta"] == first["meta"]
+
+
+def test_a_damaged_registry_snapshot_is_read_again_from_mteb(minilm_dir: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from mbench.models.builtin import mteb_encoder
+
+    monkeypatch.setenv("MBENCH_CACHE", str(tmp_path))
+    fresh = build_model("mteb", {"name": MINILM, "path": str(minilm_dir)}).meta
+    [snapshot] = (tmp_path / "mteb-registry").rglob("*.json")
+    snapshot.write_text('{"query": "sentence-transformers/all-MiniLM-L6-v2", "facts": {"embed_dim": 7')
+    assert mteb_encoder.lookup_mteb_facts(MINILM) == mteb_encoder.MtebFacts.of(mteb.get_model_meta(MINILM))
+    assert build_model("mteb", {"name": MINILM, "path": str(minilm_dir)}).meta == fresh
 
 
 def test_fingerprint_changes_with_the_mteb_version(mteb_minilm) -> None:

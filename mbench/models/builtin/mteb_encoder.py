@@ -15,8 +15,13 @@ instruction mbench's policy resolves is what the model gets.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import hashlib
+import json
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +29,7 @@ import torch
 
 from mbench.data.types import Item
 from mbench.errors import MbenchError
+from mbench.formats.atomic import atomic_write_bytes
 from mbench.models.base import ModelMeta, Role, check_encode_call, directory_digest, load_image
 from mbench.models.builtin.hub import resolve_model_dir
 
@@ -57,6 +63,68 @@ def lookup_mteb_meta(name: str) -> Any:
         return mteb.get_model_meta(name, fetch_from_hf=False)
     except KeyError as err:
         raise MbenchError(f"mteb: {err.args[0] if err.args else err} (mbench only loads models mteb registers)") from None
+
+
+@dataclass(frozen=True)
+class MtebFacts:
+    """What mbench needs from an mteb ``ModelMeta`` to build the retriever (attribute names as mteb's)."""
+
+    name: str
+    revision: str | None
+    modalities: tuple[str, ...]
+    embed_dim: int | None
+    similarity_fn_name: str | None
+    use_instructions: bool
+    model_type: tuple[str, ...]
+    remote_code: bool
+
+    @classmethod
+    def of(cls, mteb_meta: Any) -> MtebFacts:
+        """The facts of an mteb ``ModelMeta``."""
+        value = mteb_meta.similarity_fn_name
+        embed_dim = mteb_meta.embed_dim
+        return cls(
+            name=str(mteb_meta.name),
+            revision=None if mteb_meta.revision is None else str(mteb_meta.revision),
+            modalities=tuple(str(m) for m in mteb_meta.modalities),
+            embed_dim=embed_dim if isinstance(embed_dim, int) else None,
+            similarity_fn_name=None if value is None else str(getattr(value, "value", value)),
+            use_instructions=bool(mteb_meta.use_instructions),
+            model_type=tuple(str(t) for t in mteb_meta.model_type),
+            remote_code=bool((mteb_meta.loader_kwargs or {}).get("trust_remote_code")),
+        )
+
+
+def _snapshot_path(name: str, version: str) -> Path:
+    from mbench.engine.cache import cache_root
+
+    digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+    return cache_root() / "mteb-registry" / version / f"{digest}.json"
+
+
+def lookup_mteb_facts(name: str) -> MtebFacts:
+    """The registry facts of ``name``, from this mteb version's snapshot or (first time) mteb's registry.
+
+    Importing mteb takes seconds; a run served from the embedding cache needs only these facts
+    (for the fingerprint and the checks), so they are kept per installed mteb version and model
+    name, under the mbench cache root (``$MBENCH_CACHE``). A missing or unreadable snapshot is
+    rebuilt from mteb's registry.
+    """
+    version = mteb_version()
+    path = _snapshot_path(name, version)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if record.get("query") == name and record.get("mteb_version") == version:
+            fields = record["facts"]
+            return MtebFacts(**{**fields, "modalities": tuple(fields["modalities"]),
+                                "model_type": tuple(fields["model_type"])})
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # no snapshot yet, or a damaged one: ask mteb
+    facts = MtebFacts.of(lookup_mteb_meta(name))
+    record = {"query": name, "mteb_version": version, "facts": dataclasses.asdict(facts)}
+    with contextlib.suppress(OSError):  # a read-only cache only costs the next run the import
+        atomic_write_bytes(path, (json.dumps(record, indent=2) + "\n").encode())
+    return facts
 
 
 def declared_modalities(mteb_meta: Any) -> frozenset[str]:
@@ -93,26 +161,25 @@ class MtebRetriever:
     ) -> None:
         if batch_size < 1:
             raise MbenchError(f"mteb: batch_size must be >= 1, got {batch_size}")
-        mteb_meta, self.model_dir, revision = resolve_mteb_model(name, path, trust_remote_code=trust_remote_code)
-        modalities = declared_modalities(mteb_meta)
-        self.mteb_meta, self.device, self.trust_remote_code = mteb_meta, device, trust_remote_code
+        facts, self.model_dir, revision = resolve_mteb_model(name, path, trust_remote_code=trust_remote_code)
+        modalities = declared_modalities(facts)
+        self.facts, self.device, self.trust_remote_code = facts, device, trust_remote_code
         self._model: Any = None
         self.batch_size = batch_size
         self._tasks: dict[tuple[str, str | None], TaskMetadata] = {}
-        embed_dim = mteb_meta.embed_dim
         self.meta = ModelMeta(
-            name=mteb_meta.name,
+            name=facts.name,
             version=PLUGIN_VERSION,
             revision=revision,
             query_modalities=modalities,
             cand_modalities=modalities,
-            dim=embed_dim if isinstance(embed_dim, int) else None,
-            similarity=similarity_of(mteb_meta),  # type: ignore[arg-type]
+            dim=facts.embed_dim,
+            similarity=similarity_of(facts),  # type: ignore[arg-type]
             prompt_family=None,
-            uses_instructions=bool(mteb_meta.use_instructions),
+            uses_instructions=facts.use_instructions,
             output_args={
-                "mteb_model": mteb_meta.name,
-                "mteb_revision": mteb_meta.revision,
+                "mteb_model": facts.name,
+                "mteb_revision": facts.revision,
                 "mteb_version": mteb_version(),
             },
         )
@@ -121,7 +188,8 @@ class MtebRetriever:
     def model(self) -> Any:
         """mteb's encoder, built on first use: a run whose embeddings are all in the cache never loads the weights."""
         if self._model is None:
-            self._model = _load(self.mteb_meta, self.model_dir, device=self.device, trust_remote_code=self.trust_remote_code)
+            mteb_meta = lookup_mteb_meta(self.facts.name)  # imports mteb: only when something is encoded
+            self._model = _load(mteb_meta, self.model_dir, device=self.device, trust_remote_code=self.trust_remote_code)
         return self._model
 
     def encode(
@@ -216,34 +284,36 @@ def load_mteb_model(
     Returns the model and the revision of its weights (the cached hub commit, or a content digest of
     ``path``). The model carries mteb's registry ``ModelMeta``, as ``mteb.get_model`` would give it.
     """
-    mteb_meta, model_dir, revision = resolve_mteb_model(name, path, trust_remote_code=trust_remote_code)
-    return _load(mteb_meta, model_dir, device=device, trust_remote_code=trust_remote_code), revision
+    facts, model_dir, revision = resolve_mteb_model(name, path, trust_remote_code=trust_remote_code)
+    return _load(lookup_mteb_meta(facts.name), model_dir, device=device, trust_remote_code=trust_remote_code), revision
 
 
-def resolve_mteb_model(name: str, path: Path | None = None, *, trust_remote_code: bool = False) -> tuple[Any, Path, str]:
-    """mteb's ``ModelMeta`` of a dense model mbench can run, the directory of its weights and their revision.
+def resolve_mteb_model(
+    name: str, path: Path | None = None, *, trust_remote_code: bool = False
+) -> tuple[MtebFacts, Path, str]:
+    """mteb's registry facts of a dense model mbench can run, the directory of its weights and their revision.
 
     Everything that can be refused is refused here, before any weights load: an unknown name, a
     model that is not dense, remote code without consent, no text or image, a similarity mbench
     cannot search with, weights neither at ``path`` nor in the Hugging Face cache.
     """
-    mteb_meta = lookup_mteb_meta(name)
-    if "dense" not in mteb_meta.model_type:
+    facts = lookup_mteb_facts(name)
+    if "dense" not in facts.model_type:
         raise MbenchError(
-            f"mteb model {name!r} is a {'/'.join(mteb_meta.model_type)} model; the mteb family runs dense encoders"
+            f"mteb model {name!r} is a {'/'.join(facts.model_type)} model; the mteb family runs dense encoders"
         )
-    if mteb_meta.loader_kwargs.get("trust_remote_code") and not trust_remote_code:
+    if facts.remote_code and not trust_remote_code:
         raise MbenchError(f"mteb model {name!r} runs code from its repository: pass --trust-remote-code to allow it")
-    declared_modalities(mteb_meta)
-    similarity_of(mteb_meta)
+    declared_modalities(facts)
+    similarity_of(facts)
     if path is not None:
         model_dir = Path(path).expanduser()
         if not model_dir.is_dir():
             raise MbenchError(f"mteb: --model-arg path={path}: no such directory")
         revision = directory_digest(model_dir)
     else:
-        model_dir, revision = resolve_model_dir(name, mteb_meta.revision, plugin="mteb", local_arg="path")
-    return mteb_meta, model_dir, revision
+        model_dir, revision = resolve_model_dir(name, facts.revision, plugin="mteb", local_arg="path")
+    return facts, model_dir, revision
 
 
 def _load(mteb_meta: Any, model_dir: Path, *, device: str, trust_remote_code: bool) -> Any:
