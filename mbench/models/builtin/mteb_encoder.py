@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import json
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ import torch
 from mbench.data.types import Item
 from mbench.errors import MbenchError
 from mbench.formats.atomic import atomic_write_bytes
+from mbench.formats.checked_json import dumps_checked, loads_checked
 from mbench.models.base import ModelMeta, Role, check_encode_call, directory_digest, load_image
 from mbench.models.builtin.hub import resolve_model_dir
 
@@ -113,17 +113,17 @@ def lookup_mteb_facts(name: str) -> MtebFacts:
     version = mteb_version()
     path = _snapshot_path(name, version)
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
+        record = loads_checked(path.read_bytes())
         if record.get("query") == name and record.get("mteb_version") == version:
             fields = record["facts"]
             return MtebFacts(**{**fields, "modalities": tuple(fields["modalities"]),
                                 "model_type": tuple(fields["model_type"])})
-    except (OSError, ValueError, KeyError, TypeError):
-        pass  # no snapshot yet, or a damaged one: ask mteb
+    except (OSError, ValueError, KeyError, TypeError):  # ChecksumError is a ValueError
+        pass  # no snapshot yet, or a damaged one (its checksum tells): ask mteb
     facts = MtebFacts.of(lookup_mteb_meta(name))
     record = {"query": name, "mteb_version": version, "facts": dataclasses.asdict(facts)}
-    with contextlib.suppress(OSError):  # a read-only cache only costs the next run the import
-        atomic_write_bytes(path, (json.dumps(record, indent=2) + "\n").encode())
+    with contextlib.suppress(OSError, MbenchError):  # a read-only or full cache only costs the next run the import
+        atomic_write_bytes(path, dumps_checked(record))
     return facts
 
 
