@@ -76,17 +76,17 @@ def fsync_dir(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_writer(path: str | Path) -> Iterator[BinaryIO]:
-    """A binary stream whose content replaces ``path`` atomically when the block ends without error."""
+def _replace_from_temp(path: str | Path) -> Iterator[Path]:
+    """A temp path beside ``path``: renamed onto it when the block ends without error, else removed.
+
+    An OSError on the way (a full or failing disk) becomes the clear error of ``write_failed``.
+    """
     final = Path(path)
     tmp = temp_path(final)
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as handle:
-            faults.before_write(final)
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
+        faults.before_write(final)
+        yield tmp
         faults.before_rename(final)
         os.replace(tmp, final)
     except BaseException as err:
@@ -96,6 +96,15 @@ def atomic_writer(path: str | Path) -> Iterator[BinaryIO]:
             raise write_failed(final, err) from err
         raise
     fsync_dir(final.parent)
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | Path) -> Iterator[BinaryIO]:
+    """A binary stream whose content replaces ``path`` atomically when the block ends without error."""
+    with _replace_from_temp(path) as tmp, open(tmp, "wb") as handle:
+        yield handle
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -106,20 +115,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def atomic_write_with(path: str | Path, write: Callable[[Path], None]) -> None:
     """Let ``write`` create a temp file beside ``path`` (a library that writes to a path), then rename it into place."""
-    final = Path(path)
-    tmp = temp_path(final)
-    try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        faults.before_write(final)
+    with _replace_from_temp(path) as tmp:
         write(tmp)
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
-        faults.before_rename(final)
-        os.replace(tmp, final)
-    except BaseException as err:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        if isinstance(err, OSError):
-            raise write_failed(final, err) from err
-        raise
-    fsync_dir(final.parent)
