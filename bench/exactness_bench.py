@@ -76,7 +76,8 @@ def compare(directory: Path, run: dict, metrics: dict) -> dict:
 
 def bench_collection(name: str, data_dir: Path, work: Path, fp16: bool) -> dict:
     """Every mbench variant and the reference on one collection."""
-    tasks_dir = work / "tasks"
+    # One tasks folder per collection: the runs share this process, whose task index is built once per folder.
+    tasks_dir = work / f"tasks-{name}"
     tasks_dir.mkdir(parents=True, exist_ok=True)
     (tasks_dir / f"{name}.yaml").write_text(TASK_YAML.format(name=name, metrics=", ".join(METRICS)))
     cache = work / f"cache-{name}"
