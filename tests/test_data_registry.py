@@ -77,20 +77,25 @@ def _spec(**fields) -> TaskSpec:
     return TaskSpec(**{**base, **fields})
 
 
+def _entry_point_adapter(monkeypatch: pytest.MonkeyPatch, name: str, target: str) -> None:
+    """Make `target` look like an installed `mbench.adapters` entry point called `name`."""
+    real = importlib.metadata.entry_points
+
+    def entry_points(**params):
+        if params.get("group") == registry.ENTRY_POINT_GROUP:
+            return [importlib.metadata.EntryPoint(name, target, registry.ENTRY_POINT_GROUP)]
+        return real(**params)
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
+    registry.clear_cache()
+
+
 @pytest.fixture()
 def toy_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The toy adapter installed as the entry point `toy`, a task using it, and its data; returns the root."""
     (tmp_path / "toy_adapter_pkg.py").write_text(TOY_ADAPTER)
     monkeypatch.syspath_prepend(str(tmp_path))
-    real = importlib.metadata.entry_points
-
-    def entry_points(**params):
-        if params.get("group") == registry.ENTRY_POINT_GROUP:
-            return [importlib.metadata.EntryPoint("toy", "toy_adapter_pkg:ToyAdapter", registry.ENTRY_POINT_GROUP)]
-        return real(**params)
-
-    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
-    registry.clear_cache()
+    _entry_point_adapter(monkeypatch, "toy", "toy_adapter_pkg:ToyAdapter")
     clear_cache()
     (tmp_path / "tasks").mkdir()
     (tmp_path / "tasks" / "toy.yaml").write_text(TOY_TASK)
@@ -157,15 +162,7 @@ def test_an_adapter_key_of_another_adapter_is_refused() -> None:
 
 
 def test_an_entry_point_cannot_take_a_builtin_name(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = importlib.metadata.entry_points
-
-    def entry_points(**params):
-        if params.get("group") == registry.ENTRY_POINT_GROUP:
-            return [importlib.metadata.EntryPoint("beir", "somewhere:Other", registry.ENTRY_POINT_GROUP)]
-        return real(**params)
-
-    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
-    registry.clear_cache()
+    _entry_point_adapter(monkeypatch, "beir", "somewhere:Other")
     try:
         with pytest.raises(MbenchError, match=r"entry point 'beir' .* is shadowed by the built-in adapter"):
             registry.adapter_names()

@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from mbench.results import PER_QUERY_FILE, RESULT_FILE, ResultRecord, read_result
+from mbench.results import PER_QUERY_FILE, RESULT_FILE, ResultRecord, read_result, result_exists
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ def scan_results(root: Path) -> list[FoundResult]:
 
 def results_at(path: Path) -> list[FoundResult]:
     """The result of a result folder (not the rerank results nested below it), or every result under a folder."""
-    if (Path(path) / RESULT_FILE).is_file():
+    if result_exists(path):
         return [load_found(path)]
     return scan_results(path)
 

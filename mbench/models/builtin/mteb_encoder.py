@@ -127,25 +127,24 @@ def lookup_mteb_facts(name: str) -> MtebFacts:
     return facts
 
 
-def declared_modalities(mteb_meta: Any) -> frozenset[str]:
+def declared_modalities(facts: MtebFacts) -> frozenset[str]:
     """mbench modalities of an mteb model: its text and image, and image+text (fused) when it has both."""
-    have = {"text", "image"} & set(mteb_meta.modalities)
+    have = {"text", "image"} & set(facts.modalities)
     if not have:
         raise MbenchError(
-            f"mteb model {mteb_meta.name!r} encodes {sorted(mteb_meta.modalities)}; mbench evaluates text and images only"
+            f"mteb model {facts.name!r} encodes {sorted(facts.modalities)}; mbench evaluates text and images only"
         )
     return frozenset(have | ({"image,text"} if have == {"text", "image"} else set()))
 
 
-def similarity_of(mteb_meta: Any) -> str:
+def similarity_of(facts: MtebFacts) -> str:
     """``cosine`` or ``dot`` from mteb's ``similarity_fn_name`` (unset means cosine, mteb's default)."""
-    value = mteb_meta.similarity_fn_name
-    name = None if value is None else str(getattr(value, "value", value))
+    name = facts.similarity_fn_name
     if name in (None, "cosine"):
         return "cosine"
     if name == "dot":
         return "dot"
-    raise MbenchError(f"mteb model {mteb_meta.name!r} scores with {name!r}; mbench searches by cosine or dot product only")
+    raise MbenchError(f"mteb model {facts.name!r} scores with {name!r}; mbench searches by cosine or dot product only")
 
 
 class MtebRetriever:
